@@ -1,0 +1,28 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create the venv on first use.
+VENV   ?= .venv
+PYTHON ?= python3
+# CPU wheel pinned for this project's machines; on a GPU box use e.g. `make setup TORCH=torch`.
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+demo: setup
+	$(BIN)/rewardscope run recipes/demo.yaml
+
+test: setup
+	$(BIN)/pytest -q --timeout=900
+
+bench: setup
+	$(BIN)/python bench/rollouts.py
+
+clean:
+	rm -rf $(VENV) runs

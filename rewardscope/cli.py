@@ -1,0 +1,91 @@
+"""The `rewardscope` command: one subcommand per stage, plus `run RECIPE.yaml` for the whole pipeline.
+
+Stage subcommands take an optional recipe and `--key=value` overrides (dotted keys), e.g.
+    rewardscope rollout recipes/demo.yaml --rollout.n=8 --data.limit=50
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rewardscope.errors import RewardscopeError
+
+
+def _recipe_command(sub, name: str, help: str):
+    p = sub.add_parser(name, help=help, description=help + " Extra --key=value arguments override the recipe.")
+    p.add_argument("recipe", nargs="?", help="YAML recipe (defaults apply where omitted)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rewardscope", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _recipe_command(sub, "run", "Run every stage the recipe names (its `stages` list).")
+    _recipe_command(sub, "rollout", "Sample and grade n rollouts per problem into rollouts.parquet.")
+    _recipe_command(sub, "extract", "Capture residual-stream states of the rollouts (one forward pass each).")
+    _recipe_command(sub, "probe", "Train value probes for every layer, then the pruning sweep.")
+
+    g = sub.add_parser("grade", help="Grade rows with `pred` and `gold` (audit a grader on your data).")
+    g.add_argument("input", help="JSONL with fields `pred` and `gold` (and `choices` for multiple choice)")
+    g.add_argument("--out", required=True, help="output JSONL: each row with extracted answers and `equal`")
+    g.add_argument("--kind", choices=["math", "number", "choice", "organism"], default="math")
+    g.add_argument("--timeout", type=float, default=5.0, help="seconds per math answer before it is judged wrong")
+    g.add_argument("--workers", type=int, default=2)
+
+    t = sub.add_parser("transfer", help="IoU of value-neuron sets and probe transfer between two runs.")
+    t.add_argument("run_a")
+    t.add_argument("run_b")
+    t.add_argument("--out", help="JSON output (default: RUN_A/transfer/<RUN_B name>.json)")
+
+    d = sub.add_parser("demo-model", help="Train or evaluate the demo model organism.")
+    dsub = d.add_subparsers(dest="action", required=True)
+    dt = dsub.add_parser("train", help="Train the organism (CPU, fixed seed) and save it in Hugging Face format.")
+    dt.add_argument("--out", help="output folder (default: the package's shipped weights folder)")
+    dt.add_argument("--seed", type=int, default=0)
+    de = dsub.add_parser("evaluate", help="Accuracy (greedy and sampled) and flag recall of an organism.")
+    de.add_argument("--model", default="demo", help="folder of a trained organism (default: the shipped one)")
+    de.add_argument("--n-problems", type=int, default=400)
+    de.add_argument("--out", help="write the figures as JSON here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    recipe_commands = {"run", "rollout", "extract", "probe"}
+    if extra and args.command not in recipe_commands:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.command in recipe_commands:
+            from rewardscope import pipeline
+            from rewardscope.config import load_recipe
+
+            recipe = load_recipe(args.recipe, extra)
+            if args.command == "run":
+                run_dir = pipeline.run(recipe)
+            else:
+                run_dir = recipe.run_dir()
+                pipeline.run_stage(args.command, recipe, run_dir)
+            print(f"results: {run_dir}")
+        elif args.command == "grade":
+            from rewardscope.grading import grade_file
+
+            summary = grade_file(args.input, args.out, kind=args.kind, timeout_s=args.timeout, workers=args.workers)
+            print(summary)
+        elif args.command == "transfer":
+            from rewardscope.transfer import transfer_runs
+
+            print(transfer_runs(args.run_a, args.run_b, out=args.out))
+        elif args.command == "demo-model":
+            from rewardscope.organism import cli as organism_cli
+
+            organism_cli.main(args)
+    except RewardscopeError as e:
+        print(f"rewardscope: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Recipes: typed configuration, YAML files, `--key=value` overrides and run directories.
+
+A recipe is one `Recipe` dataclass. YAML files and dotted command-line overrides are merged into it and
+checked against the dataclass types, so an unknown key or a wrong type fails *before* any work starts, with
+the key named. The resolved recipe is hashed; its run directory is `{out_dir}/{name}-{model}-{dataset}-{hash}`
+and `config.yaml` is saved there, so a finished run can always be reproduced from its own directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from rewardscope.errors import RewardscopeError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "demo"  # Hugging Face hub id, local directory, or "demo" (the organism shipped in the package)
+    revision: str | None = None  # hub revision (branch, tag or commit); recorded in every artifact
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    device: str = "auto"  # auto: cuda if available, else cpu
+    trust_remote_code: bool = False  # off unless asked: remote code runs arbitrary Python
+    attn_implementation: str | None = None  # None lets transformers choose (sdpa); "eager" for exact parity work
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "organism"  # gsm8k | math500 | arc-challenge | arc-easy | commonsenseqa | mmlu | organism | jsonl
+    path: str | None = None  # local file or folder in the original format; None loads the hub id
+    hf_id: str | None = None  # override the default hub id of `dataset`
+    split: str | None = None  # hub split; None: the dataset's test split
+    fields: dict[str, str] = field(default_factory=dict)  # custom JSONL: record field -> column name
+    kind: str | None = None  # grader for custom JSONL: math | number | choice
+    limit: int | None = None  # keep the first N problems (after shuffling, if shuffle_seed is set)
+    shuffle_seed: int | None = None  # shuffle problems before `limit`; None keeps file order
+    # Synthetic organism task only:
+    n_problems: int = 200
+    seed: int = 0
+    variant: str = "default"  # operation mix of the organism task (see rewardscope.organism.task.VARIANTS)
+
+
+@dataclass
+class PromptConfig:
+    template: Literal["chat", "plain"] = "chat"  # chat: tokenizer.apply_chat_template; plain: documented fallback
+    system: str | None = None  # optional system message
+    instruction: str | None = None  # None: the default for the dataset's kind (\boxed{} for math, a letter for choices)
+
+
+@dataclass
+class RolloutConfig:
+    backend: Literal["hf", "vllm"] = "hf"
+    n: int = 4  # rollouts per problem: a problem needs both right and wrong answers to be informative
+    temperature: float = 1.0  # paper: 1.0 (reported by a replication)
+    top_p: float = 0.95  # paper: 0.95 (reported by a replication)
+    max_new_tokens: int = 1024
+    seed: int = 0
+    batch_size: int = 32  # sequences per generate call
+    problems_per_shard: int = 16  # resume granularity: one parquet shard per this many problems
+    step_delimiter: str = "\n\n"  # steps are paragraphs in the paper; the organism uses one line per step
+
+
+@dataclass
+class GradeConfig:
+    kind: str | None = None  # None: the dataset's own grader; or math | number | choice | organism
+    timeout_s: float = 5.0  # per-answer deadline for math-verify, enforced by killing the worker process
+    workers: int = 2
+
+
+@dataclass
+class CaptureConfig:
+    layers: list[int] | Literal["all"] = "all"  # decoder block indices (0 = first block's output, not embeddings)
+    positions: Literal["all", "steps"] = "all"  # all: s_0 + every generated token; steps: s_0 + step ends only
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"  # storage dtype of the states
+    batch_size: int = 8  # rollouts per teacher-forced forward
+    shard_rows: int = 8192  # states per safetensors shard (per layer)
+
+
+@dataclass
+class ProbeConfig:
+    arch: Literal["mlp", "linear"] = "mlp"
+    hidden: int = 1024  # paper: Linear(d, 1024) -> ReLU -> Linear(1024, 1)
+    output: Literal["sigmoid", "linear"] = "sigmoid"  # unknown in the paper: option
+    level: Literal["token", "step"] = "token"  # states the TD targets run over
+    td_lambda: float = 0.0  # 0: the paper's TD(0); 1: Monte-Carlo (every state regresses on the reward)
+    gamma: float = 1.0 - 1e-5  # paper's discount
+    standardize: bool = True  # z-score each input dim with train statistics (L1 ranking is not scale invariant)
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    batch_trajectories: int = 4
+    epochs: int = 100
+    test_fraction: float = 0.2  # held-out share of *problems* (never split a problem's rollouts)
+    seed: int = 0
+    bootstrap: int = 1000  # bootstrap resamples (over problems) for 95% CIs
+    layers: list[int] | Literal["all"] = "all"  # which captured layers to probe
+
+
+@dataclass
+class SweepConfig:
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99])
+    random_draws: int = 3  # random-dims control: independent draws per ratio
+    value_neuron_fraction: float = 0.01  # value neurons = top 1% dims by first-layer L1 norm
+    layers: list[int] | Literal["all"] = "all"
+
+
+STAGES = ("rollout", "extract", "probe")  # in pipeline order; `run` executes the ones a recipe names
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    out_dir: str = "runs"
+    stages: list[str] = field(default_factory=lambda: ["rollout"])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    grade: GradeConfig = field(default_factory=GradeConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    # Keys that say where and what to run, not what is computed: left out of the hash.
+    _UNHASHED = ("out_dir", "stages")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        d = {k: v for k, v in self.to_dict().items() if k not in self._UNHASHED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+    def run_name(self) -> str:
+        model = Path(self.model.name.rstrip("/")).name or "model"
+        return _slug(f"{self.name}-{model}-{self.data.dataset}") + f"-{self.hash()}"
+
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.run_name()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading and checking
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Recipe:
+    """Recipe from a YAML file (or defaults) plus overrides (`["rollout.n=8"]` or `{"rollout.n": 8}`)."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise RewardscopeError(f"recipe {path}: file not found")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise RewardscopeError(f"recipe {path}: invalid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise RewardscopeError(f"recipe {path}: expected a mapping at top level")
+    for key, value in _parse_overrides(overrides).items():
+        _set_dotted(raw, key, value)
+    try:
+        return from_dict(Recipe, raw)
+    except RewardscopeError as e:
+        raise RewardscopeError(f"recipe {path}: {e}" if path else str(e)) from None
+
+
+def from_dict(cls: type, raw: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a dict, checking every key and type; errors name the dotted key."""
+    if not isinstance(raw, dict):
+        raise RewardscopeError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = prefix + key
+        if key not in known:
+            raise RewardscopeError(f"unknown key {dotted!r} (known: {', '.join(sorted(known))})")
+        kwargs[key] = _check(hints[key], value, dotted)
+    return cls(**kwargs)
+
+
+def _check(tp: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, prefix=key + ".")
+    if origin in (Union, types.UnionType):
+        for option in args:
+            try:
+                return _check(option, value, key)
+            except RewardscopeError:
+                pass
+        raise RewardscopeError(f"{key}: {value!r} is not {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is Literal:
+        if value in args:
+            return value
+        raise RewardscopeError(f"{key}: {value!r} is not one of {list(args)}")
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            return [_check(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {_check(args[0], k, key): _check(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"config type {tp} of {key} not supported")
+    raise RewardscopeError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + str(list(args))
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}"
+    return {type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _parse_overrides(overrides: list[str] | dict | None) -> dict:
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed = {}
+    for item in overrides:
+        text = item[2:] if item.startswith("--") else item
+        if "=" not in text:
+            raise RewardscopeError(f"override {item!r}: expected --key=value (dotted keys, e.g. --rollout.n=8)")
+        key, value = text.split("=", 1)
+        # YAML gives the literal its natural type (8 -> int, null -> None, [1,2] -> list); strings stay strings.
+        try:
+            parsed[key] = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError:
+            parsed[key] = value
+    return parsed
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RewardscopeError(f"override {key!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    from rewardscope.io import write_text
+
+    write_text(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True))

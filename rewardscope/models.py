@@ -1,0 +1,154 @@
+"""Loading models and tokenizers, the same path for hub ids, local folders and the shipped demo organism.
+
+Also the tiny randomly initialised configs of real architectures that tests and benchmarks use (no download).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rewardscope.errors import RewardscopeError
+
+DEMO_MODEL_DIR = Path(__file__).parent / "organism" / "weights"
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # bf16 halves memory on GPUs; CPUs run fp32 fastest and exactly.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise RewardscopeError(f"dtype {dtype!r}: expected one of {['auto', *_DTYPES]}")
+    return _DTYPES[dtype]
+
+
+def resolve_model_path(name: str) -> str:
+    """'demo' -> the organism inside the package; anything else is passed to from_pretrained unchanged."""
+    if name == "demo":
+        if not (DEMO_MODEL_DIR / "config.json").exists():
+            raise RewardscopeError(
+                f"the demo organism is missing from {DEMO_MODEL_DIR}: train it with `rewardscope demo-model train`"
+            )
+        return str(DEMO_MODEL_DIR)
+    return name
+
+
+def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise RewardscopeError(f"cannot load tokenizer {name!r}: {e}") from None
+    # Decoder-only generation needs left padding; models without a pad token pad with EOS (masked anyway).
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    name: str,
+    revision: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+):
+    """(model, tokenizer) in eval mode on `device`, from a hub id, a local folder or "demo"."""
+    from transformers import AutoModelForCausalLM
+
+    dev = resolve_device(device)
+    path = resolve_model_path(name)
+    kwargs = dict(revision=revision, dtype=resolve_dtype(dtype, dev), trust_remote_code=trust_remote_code)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise RewardscopeError(f"cannot load model {name!r}: {e}") from None
+    model.to(dev).eval()
+    tok = load_tokenizer(name, revision=revision, trust_remote_code=trust_remote_code)
+    return model, tok
+
+
+def load_from_config(cfg) -> tuple:
+    """(model, tokenizer) from a `ModelConfig`."""
+    return load_model(cfg.name, cfg.revision, cfg.dtype, cfg.device, cfg.trust_remote_code, cfg.attn_implementation)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tiny random models of real architectures (tests and benchmarks; nothing is downloaded)
+
+TINY_ARCHITECTURES = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "mistral", "gpt2", "gpt_neox")
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    hidden: int = 64
+    layers: int = 3
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+
+
+def tiny_config(arch: str, vocab_size: int, spec: TinySpec = TinySpec(), **overrides):
+    """A transformers config of `arch` with a few layers and a small width."""
+    import transformers as tf
+
+    h, n, a, kv, ff = spec.hidden, spec.layers, spec.heads, spec.kv_heads, spec.intermediate
+    common = dict(vocab_size=vocab_size, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    llama_like = dict(
+        hidden_size=h, num_hidden_layers=n, num_attention_heads=a, num_key_value_heads=kv,
+        intermediate_size=ff, max_position_embeddings=512, tie_word_embeddings=False,
+    )
+    if arch == "llama":
+        cfg = tf.LlamaConfig(**llama_like, **common)
+    elif arch == "qwen2":
+        cfg = tf.Qwen2Config(**llama_like, **common)
+    elif arch == "qwen3":
+        cfg = tf.Qwen3Config(**llama_like, head_dim=h // a, **common)
+    elif arch == "phi3":
+        cfg = tf.Phi3Config(**llama_like, **common)
+    elif arch == "mistral":
+        cfg = tf.MistralConfig(**llama_like, **common)
+    elif arch == "gemma2":
+        cfg = tf.Gemma2Config(**llama_like, head_dim=h // a, **common)
+    elif arch == "gemma3":
+        cfg = tf.Gemma3TextConfig(**llama_like, head_dim=h // a, sliding_window=16, **common)
+    elif arch == "gpt2":
+        cfg = tf.GPT2Config(n_embd=h, n_layer=n, n_head=a, n_inner=ff, n_positions=512, **common)
+    elif arch == "gpt_neox":
+        cfg = tf.GPTNeoXConfig(
+            hidden_size=h, num_hidden_layers=n, num_attention_heads=a, intermediate_size=ff,
+            max_position_embeddings=512, **common,
+        )
+    else:
+        raise RewardscopeError(f"tiny architecture {arch!r}: expected one of {TINY_ARCHITECTURES}")
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def tiny_model(arch: str, tokenizer, seed: int = 0, spec: TinySpec = TinySpec(), **overrides):
+    """A randomly initialised tiny `arch` model sized for `tokenizer`, in eval mode on CPU."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_config(arch, vocab_size=len(tokenizer), spec=spec, **overrides)
+    cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = (
+        tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    return model.eval()
