@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             from rewardscope import pipeline
             from rewardscope.config import load_recipe
 
+            if args.recipe and args.recipe.startswith("--"):
+                # argparse takes an option whose value has a space ("--stages=[a, b]") for the positional.
+                extra.insert(0, args.recipe)
+                args.recipe = None
             recipe = load_recipe(args.recipe, extra)
             if args.command == "run":
                 run_dir = pipeline.run(recipe)

@@ -95,9 +95,9 @@ def write_response(problem: Problem, rng: random.Random | None = None, slip_rate
 
 
 def extract_answer(text: str) -> str | None:
-    """The digit of the last answer line ("A<d>"), or None if the response has none."""
+    """The digit of the last answer line ("A<d>", optionally followed by Y or N), None if there is none."""
     for line in reversed(text.split(STEP_DELIMITER)):
-        m = _ANSWER_LINE.match(line.strip())
+        m = _ANSWER_LINE.fullmatch(line.strip())
         if m:
             return m.group(1)
     return None
