@@ -37,6 +37,7 @@ class DataConfig:
     dataset: str = "organism"  # gsm8k | math500 | arc-challenge | arc-easy | commonsenseqa | mmlu | organism | jsonl
     path: str | None = None  # local file or folder in the original format; None loads the hub id
     hf_id: str | None = None  # override the default hub id of `dataset`
+    hf_config: str | None = None  # override the default hub config of `dataset` (e.g. an MMLU subject)
     split: str | None = None  # hub split; None: the dataset's test split
     fields: dict[str, str] = field(default_factory=dict)  # custom JSONL: record field -> column name
     kind: str | None = None  # grader for custom JSONL: math | number | choice

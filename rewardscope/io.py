@@ -62,8 +62,9 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
 
 
-def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[dict]:
-    """Yield the objects of a JSONL file; a bad line or a missing field names the file and line."""
+def read_jsonl(path: str | os.PathLike, required: Iterable[str] = (), *, with_lineno: bool = False) -> Iterator:
+    """Yield the objects of a JSONL file (or `(lineno, obj)` pairs); a bad line or a missing field names the
+    file and line. Blank lines are skipped."""
     path = Path(path)
     if not path.exists():
         raise RewardscopeError(f"{path}: file not found")
@@ -81,7 +82,7 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterato
             missing = [k for k in required if k not in row]
             if missing:
                 raise RewardscopeError(f"{path}:{lineno}: missing field {missing[0]!r} (has: {sorted(row)})")
-            yield row
+            yield (lineno, row) if with_lineno else row
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:

@@ -1,0 +1,338 @@
+"""Datasets: each benchmark from its Hugging Face id or a local file, normalised to `Problem` records.
+
+Every dataset has one converter, from its *hub* row format to a Problem. Local files in the authors' original
+formats (see docs/datasets.md) are first rewritten into hub rows, so a local file and the hub give the same
+records, ids included. A `.parquet` file is read as hub rows (e.g. one downloaded from the dataset's hub repo).
+Custom data: dataset "jsonl", a JSONL (or parquet) file whose columns `data.fields` maps to record fields.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, get_args
+
+from rewardscope.config import DataConfig
+from rewardscope.data.record import CHOICE_LETTERS, GraderKind, Problem
+from rewardscope.errors import RewardscopeError
+from rewardscope.io import read_jsonl, read_parquet
+
+Rows = Iterator[tuple[str, dict]]  # (where: "file:line" or "hub-id[split] row i", for errors; hub-format row)
+Converter = Callable[[dict, str, int], Problem]  # (hub row, where, row number) -> Problem
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading rows
+
+
+def _jsonl_rows(path: Path) -> Rows:
+    for lineno, row in read_jsonl(path, with_lineno=True):
+        yield f"{path}:{lineno}", row
+
+
+def _parquet_rows(path: Path) -> Rows:
+    for i, row in enumerate(read_parquet(path).to_pylist()):
+        yield f"{path} row {i}", row
+
+
+def _field(row: dict, name: str, where: str, expected: type = object):
+    if name not in row:
+        raise RewardscopeError(f"{where}: missing field {name!r} (has: {sorted(row)})")
+    value = row[name]
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is int):  # True is no index
+        raise RewardscopeError(f"{where}: field {name!r}: expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def _nested_choices_jsonl(path: Path) -> Rows:
+    """Original ARC / CommonsenseQA JSONL (`question: {stem, choices: [{text, label}]}`) -> hub rows."""
+    for where, row in _jsonl_rows(path):
+        question = _field(row, "question", where, dict)
+        choices = _field(question, "choices", f"{where}: field 'question'", list)
+        try:
+            texts, labels = [c["text"] for c in choices], [c["label"] for c in choices]
+        except (KeyError, TypeError):
+            raise RewardscopeError(f"{where}: field 'question.choices': expected [{{text, label}}, ...]") from None
+        hub = {**row, "question": _field(question, "stem", f"{where}: field 'question'", str)}
+        hub["choices"] = {"text": texts, "label": labels}
+        if "question_concept" in question:  # CommonsenseQA
+            hub["question_concept"] = question["question_concept"]
+        yield where, hub
+
+
+def _mmlu_csv(path: Path) -> Rows:
+    """Original MMLU CSVs (`<subject>_test.csv`, no header: question,A,B,C,D,answer) -> hub rows."""
+    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    if not files:
+        raise RewardscopeError(f"{path}: no MMLU .csv files (expected <subject>_test.csv)")
+    for file in files:
+        subject = file.stem.removesuffix("_test").removesuffix("_dev").removesuffix("_val")
+        with open(file, encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            start = 1
+            for values in reader:
+                where, start = f"{file}:{start}", reader.line_num + 1  # a quoted field may span lines
+                if len(values) != 6:
+                    raise RewardscopeError(f"{where}: expected 6 columns (question,A,B,C,D,answer), got {len(values)}")
+                if values[5] not in ("A", "B", "C", "D"):
+                    raise RewardscopeError(f"{where}: field 'answer' (column 6): {values[5]!r} is not one of A-D")
+                yield where, {"question": values[0], "subject": subject, "choices": values[1:5],
+                              "answer": "ABCD".index(values[5])}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Gold answers in each grader's normal form (see Problem)
+
+
+def _number_answer(value, where: str, name: str) -> str:
+    text = str(value).strip().replace(",", "") if not isinstance(value, bool) else ""
+    try:
+        if math.isfinite(float(text)):
+            return text
+    except ValueError:
+        pass
+    raise RewardscopeError(f"{where}: field {name!r}: gold answer {value!r} is not a number")
+
+
+def _math_answer(value, where: str, name: str) -> str:
+    text = str(value).strip() if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+    if len(text) > 1 and text[0] == text[-1] == "$" and text[-2] != "\\":  # `$x$` -> `x`; `\$5` stays
+        text = text.strip("$").strip()
+    if not text:
+        raise RewardscopeError(f"{where}: field {name!r}: empty or unusable gold answer {value!r}")
+    return text
+
+
+def _choice_texts(value, where: str, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not 2 <= len(value) <= len(CHOICE_LETTERS) or not all(
+        isinstance(v, str) for v in value
+    ):
+        raise RewardscopeError(f"{where}: field {name!r}: expected a list of 2-{len(CHOICE_LETTERS)} option texts")
+    return tuple(value)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Converters: hub row -> Problem
+
+
+def _gsm8k(row: dict, where: str, index: int) -> Problem:
+    solution = _field(row, "answer", where, str)
+    if "####" not in solution:
+        raise RewardscopeError(f"{where}: field 'answer': no final '#### <number>' line")
+    gold = _number_answer(solution.rsplit("####", 1)[1], where, "answer")
+    return Problem(f"gsm8k-{index}", _field(row, "question", where, str), gold, "number",
+                   metadata={"solution": solution})
+
+
+def _math500(row: dict, where: str, index: int) -> Problem:
+    metadata = {k: row[k] for k in ("subject", "level", "solution") if k in row}
+    return Problem(_field(row, "unique_id", where, str), _field(row, "problem", where, str),
+                   _math_answer(_field(row, "answer", where), where, "answer"), "math", metadata=metadata)
+
+
+def _labelled_choices(row: dict, where: str, index: int) -> Problem:
+    """ARC and CommonsenseQA: `choices: {text: [...], label: [...]}`, `answerKey` one of the labels."""
+    choices = _field(row, "choices", where, dict)
+    texts = _choice_texts(choices.get("text"), where, "choices.text")
+    labels = list(choices.get("label") or [])
+    key = _field(row, "answerKey", where, str)
+    if len(labels) != len(texts) or key not in labels:
+        raise RewardscopeError(f"{where}: field 'answerKey': {key!r} is not among the choice labels {labels}")
+    metadata = {"label": key, **({"question_concept": row["question_concept"]} if "question_concept" in row else {})}
+    return Problem(_field(row, "id", where, str), _field(row, "question", where, str),
+                   CHOICE_LETTERS[labels.index(key)], "choice", texts, metadata)
+
+
+def _mmlu(row: dict, where: str, index: int) -> Problem:
+    subject = _field(row, "subject", where, str)
+    texts = _choice_texts(_field(row, "choices", where), where, "choices")
+    answer = _field(row, "answer", where, int)
+    if not 0 <= answer < len(texts):
+        raise RewardscopeError(f"{where}: field 'answer': {answer} is not an index into the {len(texts)} choices")
+    letter = CHOICE_LETTERS[answer]
+    return Problem(f"mmlu-{subject}-{index}", _field(row, "question", where, str), letter, "choice", texts,
+                   metadata={"subject": subject, "label": letter})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The datasets
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    hf_id: str
+    hf_config: str | None
+    split: str  # the split evaluated by default (the test split where its labels are public)
+    kind: GraderKind
+    files: tuple[str, ...]  # where to look inside a folder given as data.path (the shared data folder works)
+    read_local: Callable[[Path], Rows]  # original local format -> hub rows
+    convert: Converter
+    number_rows_by: str | None = None  # ids number rows within each value of this column (MMLU: per subject)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "gsm8k": DatasetSpec("openai/gsm8k", "main", "test", "number", ("test.jsonl", "gsm8k/test.jsonl"),
+                         _jsonl_rows, _gsm8k),
+    "math500": DatasetSpec("HuggingFaceH4/MATH-500", None, "test", "math", ("test.jsonl", "math500/test.jsonl"),
+                           _jsonl_rows, _math500),
+    "arc-challenge": DatasetSpec("allenai/ai2_arc", "ARC-Challenge", "test", "choice",
+                                 ("ARC-Challenge-Test.jsonl", "arc/ARC-Challenge-Test.jsonl"),
+                                 _nested_choices_jsonl, _labelled_choices),
+    "arc-easy": DatasetSpec("allenai/ai2_arc", "ARC-Easy", "test", "choice",
+                            ("ARC-Easy-Test.jsonl", "arc/ARC-Easy-Test.jsonl"), _nested_choices_jsonl,
+                            _labelled_choices),
+    # CommonsenseQA's test labels are hidden: its validation split is the one the literature evaluates.
+    "commonsenseqa": DatasetSpec("tau/commonsense_qa", None, "validation", "choice",
+                                 ("dev_rand_split.jsonl", "commonsenseqa/dev_rand_split.jsonl"),
+                                 _nested_choices_jsonl, _labelled_choices),
+    "mmlu": DatasetSpec("cais/mmlu", "all", "test", "choice", ("test", "mmlu/test", "."), _mmlu_csv, _mmlu,
+                        number_rows_by="subject"),
+}
+
+RECORD_FIELDS = ("id", "question", "answer", "choices")  # what data.fields may map (record field -> column)
+KINDS: tuple[str, ...] = get_args(GraderKind)
+
+
+def custom_converter(columns: dict[str, str], kind: str | None, dataset: str = "jsonl") -> Converter:
+    """Converter for custom rows: `columns` maps record fields to column names (unmapped fields: same name).
+
+    `id` is optional (default `<dataset>-<row>`); `choices` (a list of option texts) is read for kind "choice",
+    whose gold answer is a letter or a 0-based index. Columns not mapped are kept in the metadata.
+    """
+    unknown = sorted(set(columns) - set(RECORD_FIELDS))
+    if unknown:
+        raise RewardscopeError(f"data.fields: unknown record field {unknown[0]!r} (known: {', '.join(RECORD_FIELDS)})")
+    if kind not in KINDS:
+        raise RewardscopeError(f"data.kind: {kind!r}: custom data need their grader, one of {', '.join(KINDS)}")
+    if "choices" in columns and kind != "choice":
+        raise RewardscopeError(f"data.fields.choices: only used with data.kind=choice (got {kind!r})")
+    col = {f: columns.get(f, f) for f in RECORD_FIELDS}
+    normal_form = {"number": _number_answer, "math": _math_answer, "organism": _math_answer}
+
+    def convert(row: dict, where: str, index: int) -> Problem:
+        question = _field(row, col["question"], where, str)
+        gold = _field(row, col["answer"], where)
+        id = str(_field(row, col["id"], where)) if "id" in columns or col["id"] in row else f"{dataset}-{index}"
+        used = {col["question"], col["answer"], col["id"]}
+        if kind != "choice":
+            answer, texts = normal_form[kind](gold, where, col["answer"]), None
+        else:
+            texts = _choice_texts(_field(row, col["choices"], where), where, col["choices"])
+            used.add(col["choices"])
+            letters = CHOICE_LETTERS[: len(texts)]
+            if isinstance(gold, int) and not isinstance(gold, bool) and 0 <= gold < len(texts):
+                answer = letters[gold]
+            elif isinstance(gold, str) and len(gold.strip()) == 1 and gold.strip() in letters:
+                answer = gold.strip()
+            else:
+                raise RewardscopeError(f"{where}: field {col['answer']!r}: gold answer {gold!r} is neither a letter "
+                                       f"{letters[0]}-{letters[-1]} nor a 0-based index into the {len(texts)} choices")
+        metadata = {k: v for k, v in row.items() if k not in used}
+        if texts:
+            metadata["label"] = gold
+        return Problem(id, question, answer, kind, texts, metadata)
+
+    return convert
+
+
+def to_problems(rows: Rows, convert: Converter, number_rows_by: str | None = None) -> list[Problem]:
+    """Convert rows; row numbers (for ids without one) count within `number_rows_by`; ids must be unique."""
+    problems, first_seen, counts = [], {}, Counter()
+    for where, row in rows:
+        group = _field(row, number_rows_by, where) if number_rows_by else None
+        problem = convert(row, where, counts[group])
+        counts[group] += 1
+        if problem.id in first_seen:
+            raise RewardscopeError(f"{where}: duplicate id {problem.id!r} (first at {first_seen[problem.id]})")
+        first_seen[problem.id] = where
+        problems.append(problem)
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_problems(cfg: DataConfig) -> list[Problem]:
+    """The problems `cfg` names, from a local file or folder (cfg.path) or the hub, shuffled and limited."""
+    if cfg.limit is not None and cfg.limit < 1:
+        raise RewardscopeError(f"data.limit: {cfg.limit} (expected a positive number, or null for all)")
+    problems, source = _load(cfg)
+    if not problems:
+        raise RewardscopeError(f"{source}: no problems")
+    if cfg.shuffle_seed is not None:
+        random.Random(cfg.shuffle_seed).shuffle(problems)
+    return problems[: cfg.limit]
+
+
+def _load(cfg: DataConfig) -> tuple[list[Problem], str]:
+    if cfg.dataset == "organism":
+        _reject_unused(cfg, ("path", "hf_id", "split", "fields", "kind"), "the organism task is generated")
+        from rewardscope.organism.task import generate_problems
+
+        return generate_problems(n=cfg.n_problems, seed=cfg.seed, variant=cfg.variant), "data.n_problems"
+    if cfg.dataset == "jsonl":
+        _reject_unused(cfg, ("hf_id", "hf_config", "split"), "custom data come from data.path")
+        if cfg.path is None:
+            raise RewardscopeError("data.path: required for dataset 'jsonl' (a JSONL or parquet file)")
+        path = _existing(Path(cfg.path))
+        if path.is_dir():
+            raise RewardscopeError(f"data.path: {path} is a folder; dataset 'jsonl' reads one file")
+        rows = _parquet_rows(path) if path.suffix == ".parquet" else _jsonl_rows(path)
+        return to_problems(rows, custom_converter(cfg.fields, cfg.kind)), str(path)
+    if cfg.dataset not in DATASETS:
+        known = ", ".join([*DATASETS, "organism", "jsonl"])
+        raise RewardscopeError(f"data.dataset: unknown dataset {cfg.dataset!r} (known: {known})")
+    spec = DATASETS[cfg.dataset]
+    _reject_unused(cfg, ("fields", "kind"), "they describe custom JSONL; a different grader is grade.kind")
+    if cfg.path is None:
+        rows, source = _hub_rows(cfg.dataset, spec, cfg), cfg.hf_id or spec.hf_id
+    else:
+        _reject_unused(cfg, ("hf_id", "hf_config", "split"), "data.path is given (a local file is one split)")
+        source = _locate(spec, Path(cfg.path))
+        rows = _parquet_rows(source) if source.suffix == ".parquet" else spec.read_local(source)
+    return to_problems(rows, spec.convert, spec.number_rows_by), str(source)
+
+
+def _reject_unused(cfg: DataConfig, names: tuple[str, ...], why: str) -> None:
+    # A setting that would be silently ignored is a mistake worth stopping for.
+    defaults = DataConfig()
+    for name in names:
+        if getattr(cfg, name) != getattr(defaults, name):
+            raise RewardscopeError(f"data.{name}={getattr(cfg, name)!r} is not used for dataset {cfg.dataset!r}: "
+                                   f"{why}; remove it")
+
+
+def _existing(path: Path) -> Path:
+    if not path.exists():
+        raise RewardscopeError(f"data.path: {path} not found")
+    return path
+
+
+def _locate(spec: DatasetSpec, path: Path) -> Path:
+    if _existing(path).is_file():
+        return path
+    for relative in spec.files:
+        if (path / relative).exists():
+            return path / relative
+    raise RewardscopeError(f"data.path: no {' or '.join(spec.files)} in folder {path}")
+
+
+def _hub_rows(name: str, spec: DatasetSpec, cfg: DataConfig) -> Rows:
+    hf_id, split = cfg.hf_id or spec.hf_id, cfg.split or spec.split
+    hf_config = cfg.hf_config or spec.hf_config
+    local = f"or pass a local file in the original format: --data.path=/path/to/{spec.files[0]} (docs/datasets.md)"
+    try:
+        import datasets
+    except ImportError:
+        raise RewardscopeError(f"dataset {name!r} without data.path is read from the Hugging Face hub ({hf_id}), "
+                               f"which needs the `datasets` package: pip install 'rewardscope[hub]'; {local}") from None
+    try:
+        rows = datasets.load_dataset(hf_id, hf_config, split=split)
+    except Exception as e:  # offline, unknown id/config/split, gated: each is fixed the same two ways
+        raise RewardscopeError(f"cannot load {hf_id} (config {hf_config}, split {split}) from the Hugging Face "
+                               f"hub: {type(e).__name__}: {e}; check the id and the connection, {local}") from e
+    return ((f"{hf_id}[{split}] row {i}", row) for i, row in enumerate(rows))
