@@ -270,7 +270,7 @@ def load_problems(cfg: DataConfig) -> list[Problem]:
 
 def _load(cfg: DataConfig) -> tuple[list[Problem], str]:
     if cfg.dataset == "organism":
-        _reject_unused(cfg, ("path", "hf_id", "split", "fields", "kind"), "the organism task is generated")
+        _reject_unused(cfg, ("path", "hf_id", "hf_config", "split", "fields", "kind"), "the organism task is generated")
         from rewardscope.organism.task import generate_problems
 
         return generate_problems(n=cfg.n_problems, seed=cfg.seed, variant=cfg.variant), "data.n_problems"

@@ -55,10 +55,10 @@ def _variant(name: str) -> Variant:
     return VARIANTS[name]
 
 
-def sample_chain(rng: random.Random, variant: str = "default") -> tuple[int, list[str]]:
-    """(start digit, operations) drawn from `rng`."""
+def sample_chain(rng: random.Random, variant: str = "default", n_steps: int | None = None) -> tuple[int, list[str]]:
+    """(start digit, operations) drawn from `rng`; `n_steps` None draws the length too."""
     v = _variant(variant)
-    n_steps = rng.randint(v.min_steps, v.max_steps)
+    n_steps = n_steps if n_steps is not None else rng.randint(v.min_steps, v.max_steps)
     return rng.randrange(10), [rng.choice(v.ops) + str(rng.randrange(10)) for _ in range(n_steps)]
 
 
