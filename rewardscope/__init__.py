@@ -5,9 +5,22 @@ Pipeline, one package per stage, data flowing one way through artifacts on disk:
 The Python API mirrors the command line: `load_recipe(...)` then `run(recipe)` or `run_stage(name, recipe)`.
 """
 
-from rewardscope.config import Recipe, load_recipe
-from rewardscope.errors import RewardscopeError
-from rewardscope.pipeline import run, run_stage
-
 __version__ = "0.1.0"
 __all__ = ["Recipe", "RewardscopeError", "load_recipe", "run", "run_stage", "__version__"]
+
+# Imported on first use (PEP 562): subpackages such as the grading workers import fast, without pyarrow/yaml.
+_LAZY = {
+    "Recipe": "rewardscope.config",
+    "load_recipe": "rewardscope.config",
+    "RewardscopeError": "rewardscope.errors",
+    "run": "rewardscope.pipeline",
+    "run_stage": "rewardscope.pipeline",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rewardscope' has no attribute {name!r}")
