@@ -23,6 +23,8 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/rollouts.py
+	$(BIN)/python bench/capture.py
+	$(BIN)/python bench/probes.py --threads 1
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,0 +1,136 @@
+"""`rewardscope transfer RUN_A RUN_B`: do two runs find the same value neurons, and does A's probe work on B?
+
+Both runs need a finished probe stage, from models of the same shape (hidden size and layer count; e.g. two
+datasets on one model, or two fine-tunes of one base). For every layer probed in both:
+  - IoU of the top (1 - ratio) dims of each run's ranking, for each of A's sweep ratios, and of the saved
+    value-neuron sets, each with the random expectation and a hypergeometric p-value;
+  - probe transfer: A's main probe scored on B's states, AUROC at s0, step ends and the last token on B's
+    held-out problems (beside B's own probe on the same states, with the paired difference) and on all of B's
+    rollouts. A's z-scoring statistics go with its probe.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+from rewardscope.capture.reader import CaptureReader
+from rewardscope.errors import RewardscopeError
+from rewardscope.io import read_json, write_json
+from rewardscope.models import resolve_device
+from rewardscope.probe.metrics import POSITIONS, HeldOut, ProblemBootstrap, evaluate, paired_difference
+from rewardscope.probe.stage import load_probes, load_states, placement
+from rewardscope.probe.sweep import kept_count, rank_dims
+from rewardscope.probe.targets import read_index
+from rewardscope.transfer.overlap import overlap
+
+
+def transfer_runs(run_a, run_b, out=None) -> dict:
+    """Compare two finished runs; writes the full tables to `out` (default RUN_A/transfer/<RUN_B>.json) and
+    returns a summary (means over layers, the path)."""
+    run_a, run_b = Path(run_a), Path(run_b)
+    a, b = _probe_run(run_a), _probe_run(run_b)
+    shape_a, shape_b = (a["hidden_size"], a["num_layers"]), (b["hidden_size"], b["num_layers"])
+    if shape_a != shape_b:
+        raise RewardscopeError(
+            f"{run_a} and {run_b} come from models of different shapes (hidden size, layers): {shape_a} vs "
+            f"{shape_b}; value neurons and probes transfer only between models of the same shape"
+        )
+    layers = sorted(set(a["layers"]) & set(b["layers"]))
+    if not layers:
+        raise RewardscopeError(f"{run_a} probed layers {a['layers']}, {run_b} layers {b['layers']}: none in common")
+    n = a["hidden_size"]
+    ratios = a["results"]["settings"]["sweep"]["ratios"]
+    iou = {}
+    for layer in layers:  # one layer's weights in memory at a time
+        order_a, order_b = (rank_dims(load_probes(run["probes"], [layer])[0].feature_scores_)[0] for run in (a, b))
+        rows = [{"ratio": r, **overlap(order_a[: kept_count(r, n)], order_b[: kept_count(r, n)], n)} for r in ratios]
+        neurons = [[d["dim"] for d in run["neurons"][str(layer)]] for run in (a, b)]
+        iou[str(layer)] = {"by_ratio": rows, "value_neurons": overlap(*neurons, n)}
+    result = {
+        "run_a": str(run_a), "run_b": str(run_b), "models": [a["model"], b["model"]], "layers": layers,
+        "iou": iou, "probe_transfer": _probe_transfer(a, b, layers, run_b),
+    }
+    result["summary"] = _summary(result, ratios)
+    path = Path(out) if out else run_a / "transfer" / f"{run_b.name}.json"
+    write_json(path, result)
+    return {**result["summary"], "path": str(path)}
+
+
+def _probe_run(run: Path) -> dict:
+    probe_dir = run / "probe"
+    if not (probe_dir / "results.json").exists():
+        raise RewardscopeError(f"{run}: no finished probe stage ({probe_dir / 'results.json'} missing): "
+                               "run `rewardscope probe` for it first")
+    with safe_open(probe_dir / "probes.safetensors", framework="pt") as f:
+        meta = f.metadata()
+    return {
+        "run": run, "probes": probe_dir / "probes.safetensors", "results": read_json(probe_dir / "results.json"),
+        "neurons": read_json(probe_dir / "value_neurons.json")["layers"], "layers": json.loads(meta["layers"]),
+        "hidden_size": int(meta["hidden_size"]), "num_layers": int(meta["num_layers"]), "model": meta["model"],
+    }
+
+
+def _probe_transfer(a: dict, b: dict, layers: list[int], run_b: Path) -> dict:
+    """A's main probe and B's own on B's captured states, layer by layer (in groups that fit in memory)."""
+    reader = CaptureReader(run_b / "capture")
+    where = str(reader.capture_dir / "index.parquet")
+    cols = read_index(reader.index, where)
+    test_problems = set(b["results"]["split"]["held_out_problems"])
+    all_rollouts = np.unique(cols["rollout_id"])
+    test_rollouts = np.unique(cols["rollout_id"][np.isin(cols["problem_id"].astype(str), list(test_problems))])
+    held_outs = {"b_held_out": HeldOut.from_index(cols, test_rollouts), "b_all": HeldOut.from_index(cols, all_rollouts)}
+    seed, n_boot = b["results"]["settings"]["probe"]["seed"], b["results"]["settings"]["probe"]["bootstrap"]
+    boots = {k: ProblemBootstrap(len(h.problem_names), n_boot, seed) for k, h in held_outs.items()}
+    rows = np.unique(held_outs["b_all"].rows)  # every scored state of B, sorted (held-out ones are a subset)
+    local = {k: np.searchsorted(rows, h.rows) for k, h in held_outs.items()}
+    device = resolve_device("auto")
+    itemsize = getattr(torch, reader.metadata["dtype"]).itemsize
+    group_size, storage = placement(len(rows) * reader.hidden_size * itemsize, device)
+    out = {}
+    for start in tqdm(range(0, len(layers), group_size), desc="transfer: layer groups"):
+        group = layers[start : start + group_size]
+        X = load_states(reader, group, rows, storage)
+        probe_a, _ = load_probes(a["probes"], group, device=str(device))
+        probe_b, _ = load_probes(b["probes"], group, device=str(device))
+
+        def score(probe, name):
+            return evaluate(probe.predict(X, local[name]).numpy(), held_outs[name], boots[name])
+
+        (tables_a, reps_a), (tables_b, reps_b) = score(probe_a, "b_held_out"), score(probe_b, "b_held_out")
+        tables_all, _ = score(probe_a, "b_all")
+        for i, layer in enumerate(group):
+            out[str(layer)] = {
+                "b_held_out": tables_a[i],
+                "b_own_probe": tables_b[i],
+                "a_minus_b_own": {pos: paired_difference(reps_a[pos][i], reps_b[pos][i]) for pos in POSITIONS},
+                "b_all": tables_all[i],
+            }
+        del X
+    return out
+
+
+def _summary(result: dict, ratios: list[float]) -> dict:
+    """Means over layers: IoU (and its random expectation) per ratio; transfer AUROC per position."""
+    by_ratio = {}
+    for j, r in enumerate(ratios):
+        rows = [layer["by_ratio"][j] for layer in result["iou"].values()]
+        by_ratio[f"{r:g}"] = {"mean_iou": _mean(x["iou"] for x in rows),
+                              "mean_random_iou": _mean(x["random_iou"] for x in rows)}
+    transfer = {}
+    for pos in POSITIONS:
+        entries = result["probe_transfer"].values()
+        transfer[pos] = {"a_probe_on_b_held_out": _mean(e["b_held_out"][pos]["auroc"] for e in entries),
+                         "b_own_probe": _mean(e["b_own_probe"][pos]["auroc"] for e in entries)}
+    return {"layers": len(result["layers"]), "iou_by_ratio_mean_over_layers": by_ratio,
+            "auroc_mean_over_layers": transfer}
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(float(np.mean(values)), 4) if values else None

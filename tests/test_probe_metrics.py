@@ -1,0 +1,102 @@
+"""AUROC with bootstrap CIs over problems: parity with scikit-learn, coverage, undefined cases."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
+
+from rewardscope.probe.metrics import HeldOut, ProblemBootstrap, evaluate, paired_difference, weighted_auroc
+
+
+def test_auroc_equals_sklearn_with_ties_and_integer_weights():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, 300).astype(float)  # many ties
+    labels = rng.random(300) < 0.4
+    assert weighted_auroc(scores, labels, np.ones((1, 300)))[0] == pytest.approx(roc_auc_score(labels, scores))
+    counts = rng.integers(0, 4, 300)  # a weight is that many copies of the sample
+    repeated = np.repeat(np.arange(300), counts)
+    expected = roc_auc_score(labels[repeated], scores[repeated])
+    assert weighted_auroc(scores, labels, counts[None].astype(float))[0] == pytest.approx(expected)
+
+
+def clustered_sample(rng, n_problems, per_problem=4, shift=1.0):
+    """Problems of varied difficulty; a rollout's score = shift * correct + the problem's offset + noise."""
+    difficulty = rng.uniform(0.1, 0.9, n_problems)
+    problems = np.repeat(np.arange(n_problems), per_problem)
+    labels = rng.random(len(problems)) < difficulty[problems]
+    scores = shift * labels + 0.5 * rng.standard_normal(n_problems)[problems] + rng.standard_normal(len(problems))
+    return scores, labels, problems
+
+
+def test_ci_over_problems_covers_the_truth():
+    rng = np.random.default_rng(1)
+    big_scores, big_labels, _ = clustered_sample(rng, 200_000)
+    truth = roc_auc_score(big_labels, big_scores)  # the population AUROC, to about 1e-3
+    assert truth == pytest.approx(norm.cdf(1 / np.sqrt(2 * 1.25)), abs=0.01)  # shift 1, variance 1 + 0.25 each
+    covered, widths = 0, []
+    for _ in range(40):
+        scores, labels, problems = clustered_sample(rng, 100)
+        reps = ProblemBootstrap(100, 500, seed=int(rng.integers(1 << 30))).replicates(scores, labels, problems)
+        low, high = np.percentile(reps[1:], [2.5, 97.5])
+        covered += low <= truth <= high
+        widths.append(high - low)
+    assert covered >= 34, f"95% CI covered the truth in {covered}/40 samples"
+    assert 0.05 < np.mean(widths) < 0.2
+
+
+def held_out(labels, problems) -> HeldOut:
+    n = len(labels)
+    return HeldOut(
+        rows=np.arange(n), labels=np.asarray(labels, bool), problems=np.asarray(problems),
+        rollouts=np.arange(n), problem_names=np.array([f"p{i}" for i in range(max(problems) + 1)]),
+        positions={"s0": np.arange(n), "step_end": np.arange(0, n, 2), "last": np.arange(n)},
+    )
+
+
+def test_evaluate_tables_sizes_and_paired_differences():
+    rng = np.random.default_rng(2)
+    scores, labels, problems = clustered_sample(rng, 60)
+    ho = held_out(labels, problems)
+    boot = ProblemBootstrap(60, 300, seed=0)
+    values = np.stack([scores, scores, -scores])
+    tables, reps = evaluate(values, ho, boot)
+    s0 = tables[0]["s0"]
+    assert s0["auroc"] == pytest.approx(roc_auc_score(labels, scores))
+    assert s0["ci95"][0] < s0["auroc"] < s0["ci95"][1]
+    assert (s0["n_problems"], s0["n_rollouts"], s0["n_states"]) == (60, 240, 240)
+    assert tables[0]["step_end"]["n_states"] == 120
+    assert tables[2]["s0"]["auroc"] == pytest.approx(1 - s0["auroc"])
+    assert paired_difference(reps["s0"][0], reps["s0"][1]) == {"delta": 0.0, "ci95": [0.0, 0.0]}
+    diff = paired_difference(reps["s0"][0], reps["s0"][2])
+    assert diff["delta"] == pytest.approx(2 * s0["auroc"] - 1) and diff["ci95"][0] > 0
+
+
+@pytest.mark.parametrize("correct", [True, False])
+def test_one_class_gives_none_and_a_message_not_nan(correct):
+    ho = held_out(np.full(12, correct), np.repeat(np.arange(3), 4))
+    with pytest.warns(UserWarning) as caught:
+        tables, reps = evaluate(np.random.default_rng(0).random((2, 12)), ho, ProblemBootstrap(3, 50, 0))
+    what = "correct" if correct else "wrong"
+    assert [str(w.message).split(" (")[0] for w in caught] == [  # one per position, not one per probe
+        f"s0: AUROC undefined: all 12 held-out states are from {what} rollouts",
+        f"step_end: AUROC undefined: all 6 held-out states are from {what} rollouts",
+        f"last: AUROC undefined: all 12 held-out states are from {what} rollouts",
+    ]
+    assert tables[1]["s0"]["auroc"] is None and tables[1]["s0"]["ci95"] is None
+    assert "needs both correct and wrong rollouts" in tables[1]["s0"]["note"]
+    assert "NaN" not in json.dumps(tables)  # strict JSON: null, never NaN
+    assert paired_difference(reps["s0"][0], reps["s0"][1]) == {"delta": None, "ci95": None}
+
+
+def test_resamples_missing_a_class_are_left_out_of_the_ci():
+    # Two problems: one all correct, one all wrong; a third of resamples draw a single class.
+    ho = held_out([1, 1, 0, 0], [0, 0, 1, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the point estimate is defined: no warning
+        tables, _ = evaluate(np.array([[0.9, 0.8, 0.1, 0.2]]), ho, ProblemBootstrap(2, 200, 0))
+    assert tables[0]["s0"]["auroc"] == 1.0 and tables[0]["s0"]["ci95"] == [1.0, 1.0]

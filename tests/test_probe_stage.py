@@ -1,0 +1,206 @@
+"""Stage `probe` end to end on a real capture: a tiny Qwen3 reads hand-written rollouts whose reward shows only
+in their last line ("!!!!" correct, "????" wrong), so the known answer is: last-token AUROC near 1, s0 at
+chance. Also: saved probes reproduce the results, resume after an interruption, no-op when finished, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from rewardscope.capture.reader import CaptureReader
+from rewardscope.config import load_recipe
+from rewardscope.errors import RewardscopeError
+from rewardscope.io import read_json, write_parquet
+from rewardscope.models import TinySpec, tiny_model
+from rewardscope.organism.tokenizer import build_char_tokenizer
+from rewardscope.pipeline import run_stage
+from rewardscope.probe import stage
+from rewardscope.probe.metrics import HeldOut, ProblemBootstrap, evaluate
+from rewardscope.probe.targets import read_index
+from rewardscope.rollout.steps import step_ends
+
+SETTINGS = {
+    "probe.hidden": 32, "probe.epochs": 15, "probe.lr": 3e-3, "probe.bootstrap": 200,
+    "sweep.ratios": [0.0, 0.5, 0.9], "sweep.random_draws": 2, "sweep.value_neuron_fraction": 0.05,
+    "capture.shard_rows": 512,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation on a busy machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def save_model(path, hidden: int = 64):
+    tokenizer = build_char_tokenizer()
+    tiny_model("qwen3", tokenizer, spec=TinySpec(hidden=hidden, intermediate=2 * hidden)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def rollouts(tokenizer, seed: int, n_problems: int = 24, per_problem: int = 4) -> pa.Table:
+    """rollouts.parquet's columns: a few lines of random words, then "answer !!!!" (reward 1) or "answer ????"."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_problems):
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": f"Problem {p}: add {p} and {p * 7}."}],
+                                               add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        for s in range(per_problem):
+            reward = float(rng.random() < 0.5)
+            lines = ["".join(rng.choice(list("abcdefgh xyz"), rng.integers(4, 12))) for _ in range(rng.integers(1, 4))]
+            response = "\n".join([*lines, "answer " + ("!!!!" if reward else "????")])
+            response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            rows.append(dict(rollout_id=p * per_problem + s, problem_id=f"s{seed}-p{p}", prompt_ids=prompt_ids,
+                             response_ids=response_ids, step_ends=step_ends(tokenizer, response_ids, "\n"),
+                             finish_reason="eos", reward=reward))
+    return pa.Table.from_pylist(rows)
+
+
+def build_run(run_dir, model_dir, seed: int = 0, positions: str = "all", **overrides):
+    """A run directory with rollouts.parquet and a real capture of them; returns its recipe."""
+    write_parquet(run_dir / "rollouts.parquet", rollouts(build_char_tokenizer(), seed))
+    recipe = load_recipe(overrides={**SETTINGS, "model.name": str(model_dir), "capture.positions": positions,
+                                    **overrides})
+    run_stage("extract", recipe, run_dir)
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe_stage")
+    model_dir = save_model(root / "model")
+    recipe = build_run(root / "run", model_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    summary = run_stage("probe", recipe, root / "run")
+    torch.set_num_threads(threads)
+    return root / "run", recipe, summary, model_dir
+
+
+def strict_json(path):
+    def no_constants(name):
+        raise AssertionError(f"{path} holds {name}")
+
+    return json.loads(path.read_text(), parse_constant=no_constants)
+
+
+def test_known_answer_files_and_tables(finished):
+    run_dir, recipe, summary, _ = finished
+    out = run_dir / "probe"
+    assert sorted(p.name for p in out.iterdir()) == ["probes.safetensors", "results.json", "value_neurons.json"]
+    results = strict_json(out / "results.json")
+    assert read_json(run_dir / "results.json")["probe"] == summary == results["summary"]
+    assert results["main"] == "TD(0)" and set(results["auroc"]) == {"TD(0)", "Monte-Carlo"}
+
+    split = results["split"]
+    assert split["held_out"] == {"problems": 5, "rollouts": 20} and split["train"] == {"problems": 19, "rollouts": 76}
+    assert len(split["held_out_problems"]) == 5
+    for label, table in results["auroc"].items():
+        assert sorted(table) == ["0", "1", "2"]
+        for layer, row in table.items():
+            assert row["last"]["n_rollouts"] == row["s0"]["n_rollouts"] == 20 and row["last"]["n_problems"] == 5
+            assert row["step_end"]["n_states"] > 20  # every line's end, pooled
+            assert row["last"]["auroc"] > 0.9, (label, layer, row["last"])  # the outcome is in the last tokens
+            assert row["s0"]["ci95"][0] < 0.5 < row["s0"]["ci95"][1]  # the prompt says nothing about it
+    assert summary["best_layer"]["last"]["auroc"] > 0.9
+    assert set(results["td0_minus_monte_carlo"]["2"]) == {"s0", "step_end", "last"}
+
+    for layer in ("0", "1", "2"):
+        sweep = results["sweep"][layer]
+        assert [r["kept_dims"] for r in sweep] == [64, 32, 6] and [r["ratio"] for r in sweep] == [0.0, 0.5, 0.9]
+        assert len(sweep[2]["random_dims"]["last"]["draws"]) == 2 and "ci95" in sweep[2]["value_minus_random"]["s0"]
+    neurons = strict_json(out / "value_neurons.json")
+    assert neurons["fraction"] == 0.05 and neurons["hidden_size"] == 64
+    for entries in neurons["layers"].values():
+        assert [e["rank"] for e in entries] == [0, 1, 2]
+        assert entries[0]["score"] >= entries[1]["score"] >= entries[2]["score"]
+
+
+def test_saved_probes_reproduce_the_results(finished):
+    run_dir, recipe, _, _ = finished
+    results = read_json(run_dir / "probe" / "results.json")
+    reader = CaptureReader(run_dir / "capture")
+    cols = read_index(reader.index, "index")
+    held_problems = results["split"]["held_out_problems"]
+    held = HeldOut.from_index(cols, np.unique(cols["rollout_id"][np.isin(cols["problem_id"], held_problems)]))
+    X = torch.stack([reader.load(layer, held.rows) for layer in (0, 1, 2)])
+    for label in ("TD(0)", "Monte-Carlo"):
+        probes, _ = stage.load_probes(run_dir / "probe" / "probes.safetensors", [0, 1, 2], label)
+        values = probes.predict(X).numpy()
+        tables, _ = evaluate(values, held, ProblemBootstrap(len(held.problem_names), 200, recipe.probe.seed))
+        for layer in range(3):
+            for pos in ("s0", "step_end", "last"):
+                assert tables[layer][pos]["auroc"] == pytest.approx(results["auroc"][label][str(layer)][pos]["auroc"])
+    neurons = read_json(run_dir / "probe" / "value_neurons.json")["layers"]["1"]
+    probes, _ = stage.load_probes(run_dir / "probe" / "probes.safetensors", [1])
+    assert [e["dim"] for e in neurons] == probes.feature_scores_[0].argsort(descending=True)[:3].tolist()
+
+
+def test_finished_stage_is_a_no_op(finished):
+    run_dir, recipe, summary, _ = finished
+    before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "probe").iterdir()}
+    assert stage.run(recipe, run_dir) == summary
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "probe").iterdir()} == before
+
+
+def test_interrupted_stage_resumes_to_the_same_results(finished, tmp_path, monkeypatch):
+    run_dir, recipe, _, _ = finished
+    copy = beside(run_dir, tmp_path / "run")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage, "_finish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        stage.run(recipe, copy)
+    monkeypatch.undo()
+    parts = copy / "probe" / "layers"
+    assert sorted(p.name for p in parts.iterdir())[:2] == ["layer_000.json", "layer_000.safetensors"]
+    assert not (copy / "probe" / "results.json").exists()
+    (parts / "layer_001.json").unlink()  # as if killed while layer 1 was being written: it is redone, alone
+    stage.run(recipe, copy)
+    resumed, original = read_json(copy / "probe" / "results.json"), read_json(run_dir / "probe" / "results.json")
+    for label in ("TD(0)", "Monte-Carlo"):
+        for layer in ("0", "1", "2"):
+            for pos in ("s0", "step_end", "last"):
+                assert resumed["auroc"][label][layer][pos]["auroc"] == pytest.approx(
+                    original["auroc"][label][layer][pos]["auroc"], abs=0.01)
+    assert not parts.exists()
+
+
+def beside(run_dir, new_dir):
+    """A fresh run directory sharing `run_dir`'s capture."""
+    new_dir.mkdir()
+    (new_dir / "capture").symlink_to(run_dir / "capture")
+    return new_dir
+
+
+def test_step_level_on_a_steps_capture_and_option_errors(finished, tmp_path):
+    _, _, _, model_dir = finished
+    recipe = build_run(tmp_path / "steps", model_dir, positions="steps",
+                       **{"probe.level": "step", "sweep.ratios": [0.0, 0.9], "probe.layers": [2]})
+    summary = stage.run(recipe, tmp_path / "steps")
+    assert summary["layers"] == 1 and summary["best_layer"]["last"]["layer"] == 2
+    assert summary["best_layer"]["last"]["auroc"] > 0.9
+    fresh = beside(tmp_path / "steps", tmp_path / "fresh")
+    for overrides, message in [
+        ({"probe.level": "token"}, r"probe.level 'token' needs every token's state.*capture.positions=all"),
+        ({"probe.layers": [5]}, r"probe.layers: layer 5 was not captured \(captured: \[0, 1, 2\]\)"),
+        ({"probe.layers": [2], "sweep.layers": [0]}, r"sweep.layers: layer 0 was not probed \(probed: \[2\]\)"),
+    ]:
+        bad = load_recipe(overrides={**SETTINGS, "model.name": str(model_dir), "probe.level": "step", **overrides})
+        with pytest.raises(RewardscopeError, match=message):
+            stage.run(bad, fresh)
+
+
+def test_missing_capture_says_what_to_run(tmp_path):
+    with pytest.raises(RewardscopeError, match=r"no capture here .*run `extract` first"):
+        stage.run(load_recipe(), tmp_path)
