@@ -1,0 +1,46 @@
+"""The `extract` stage: run_dir/rollouts.parquet -> run_dir/capture/ (see rewardscope.capture.extract)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rewardscope.capture.extract import capture, check_compatible
+from rewardscope.config import Recipe
+from rewardscope.errors import RewardscopeError
+from rewardscope.io import read_json, read_parquet
+from rewardscope.models import load_from_config
+
+
+def run(recipe: Recipe, run_dir: Path) -> dict:
+    """Capture the states of every rollout; a finished capture returns its summary without loading the model."""
+    run_dir = Path(run_dir)
+    out_dir = run_dir / "capture"
+    meta_path = out_dir / "metadata.json"
+    cfg = recipe.capture
+    if meta_path.exists():
+        # Checked before the (slow) model load; capture() repeats the check with every setting.
+        expected = dict(model=recipe.model.name, revision=recipe.model.revision, dtype=cfg.dtype,
+                        positions=cfg.positions, shard_rows=cfg.shard_rows)
+        if cfg.layers != "all":
+            expected["layers"] = sorted(set(cfg.layers))
+        meta = read_json(meta_path)
+        check_compatible(meta, expected, out_dir)
+        if meta.get("complete"):
+            return _summary(meta, out_dir)
+    rollouts_path = run_dir / "rollouts.parquet"
+    if not rollouts_path.exists():
+        raise RewardscopeError(f"{rollouts_path}: file not found (run the `rollout` stage first)")
+    rollouts = read_parquet(rollouts_path)
+    model, tokenizer = load_from_config(recipe.model)
+    capture(model, tokenizer, rollouts, out_dir, cfg.layers, cfg.positions, cfg.dtype, cfg.batch_size,
+            cfg.shard_rows, model_name=recipe.model.name, revision=recipe.model.revision)
+    return _summary(read_json(meta_path), out_dir)
+
+
+def _summary(meta: dict, out_dir: Path) -> dict:
+    stats = meta["stats"]
+    return dict(
+        rows=meta["n_rows"], rollouts=meta["n_rollouts"], layers=meta["layers"], hidden_size=meta["hidden_size"],
+        dtype=meta["dtype"], positions=meta["positions"], bytes=meta["bytes"], tokens=stats["tokens"],
+        tokens_per_s=stats["tokens_per_s"], elapsed_s=stats["elapsed_s"], path=str(out_dir),
+    )

@@ -1,0 +1,444 @@
+"""Capture (stage `extract`): states equal Hugging Face's own, batched == one-by-one, layout, resume, errors.
+
+Rollouts come from real tiny models' `generate` (helper `make_rollouts` writes rollouts.parquet's columns).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from safetensors import safe_open
+
+from rewardscope.capture import CaptureReader, capture
+from rewardscope.capture.extract import KINDS, plan_capture, state_rows
+from rewardscope.capture.reader import part_path, shard_path
+from rewardscope.errors import RewardscopeError
+from rewardscope.hooks import decoder_layers
+from rewardscope.io import write_parquet
+from rewardscope.models import TINY_ARCHITECTURES, tiny_model
+
+QUESTIONS = ["What is 3+4?", "Add 12 and 30, then halve it.", "x", "A train leaves at 9. When does it arrive?"]
+
+
+def step_ends(tokenizer, response_ids: list[int], delimiter: str) -> list[int]:
+    """The rollout stage's step ends when it is there; else the same rule for one-character tokens."""
+    try:
+        from rewardscope.rollout.steps import step_ends as real_step_ends
+    except ImportError:
+        pass
+    else:
+        return real_step_ends(tokenizer, response_ids, delimiter)
+    ends: list[int] = []
+    for i, char in enumerate(tokenizer.convert_ids_to_tokens(response_ids)):
+        if char == delimiter:
+            if ends and ends[-1] == i - 1:
+                ends[-1] = i  # an empty step (repeated delimiter) joins the step before it
+            else:
+                ends.append(i)
+    if response_ids and (not ends or ends[-1] != len(response_ids) - 1):
+        ends.append(len(response_ids) - 1)
+    return ends
+
+
+def make_rollouts(model, tokenizer, n: int = 7, seed: int = 0) -> pa.Table:
+    """rollouts.parquet's columns from sampled generations of `model` (lengths vary; some end with EOS).
+
+    A random model writes no paragraphs: steps end at its most frequent character, so rollouts have several.
+    """
+    torch.manual_seed(seed)
+    eos = tokenizer.eos_token_id
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                                      add_generation_prompt=True, tokenize=False)
+        for i in range(n)
+    ]
+    batch = tokenizer(prompts, padding=True, add_special_tokens=False, return_tensors="pt")  # left padding
+    out = model.generate(**batch, do_sample=True, max_new_tokens=40, eos_token_id=eos,
+                         pad_token_id=tokenizer.pad_token_id)
+    rows = []
+    for i, prompt in enumerate(prompts):
+        response = out[i, batch["input_ids"].shape[1]:].tolist()
+        if eos in response:
+            response = response[: response.index(eos) + 1]
+        else:  # vary the lengths; every third one as if EOS had been sampled there
+            response = response[: 6 + 9 * i % 31] + ([eos] if i % 3 == 0 else [])
+        finished = response[-1] == eos
+        rows.append(dict(
+            rollout_id=i, problem_id=f"q{i % len(QUESTIONS)}", problem_index=i % len(QUESTIONS), sample=i // 4,
+            prompt=prompt, response=tokenizer.decode(response, skip_special_tokens=True),
+            prompt_ids=tokenizer(prompt, add_special_tokens=False)["input_ids"], response_ids=response,
+            finish_reason="eos" if finished else "length", gold="7", kind="number", extracted=None,
+            reward=float(i % 2), reward_reason="wrong",
+        ))
+    delimiter = Counter("".join(row["response"] for row in rows)).most_common(1)[0][0]
+    for row in rows:
+        text_ids = row["response_ids"][: len(row["response_ids"]) - (row["finish_reason"] == "eos")]
+        row["step_ends"] = step_ends(tokenizer, text_ids, delimiter)
+    schema = pa.schema([
+        ("rollout_id", pa.int64()), ("problem_id", pa.string()), ("problem_index", pa.int32()),
+        ("sample", pa.int32()), ("prompt", pa.string()), ("response", pa.string()),
+        ("prompt_ids", pa.list_(pa.int32())), ("response_ids", pa.list_(pa.int32())),
+        ("step_ends", pa.list_(pa.int32())), ("finish_reason", pa.string()), ("gold", pa.string()),
+        ("kind", pa.string()), ("extracted", pa.string()), ("reward", pa.float32()), ("reward_reason", pa.string()),
+    ])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+@functools.lru_cache(maxsize=None)
+def model_and_rollouts(arch: str):
+    from rewardscope.organism.tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    model = tiny_model(arch, tokenizer)
+    return model, tokenizer, make_rollouts(model, tokenizer)
+
+
+def kept_tokens(row: dict) -> int:
+    return len(row["response_ids"]) - (row["finish_reason"] == "eos")
+
+
+def reference_states(model, row: dict) -> tuple[torch.Tensor, list[int]]:
+    """HF's own hidden states of one unpadded rollout, last entry *before* the final norm, and the positions
+    of s_0 and every kept token."""
+    sequence = row["prompt_ids"] + row["response_ids"][: kept_tokens(row)]
+    model.config.tie_last_hidden_states = False  # HF's switch: hidden_states[-1] = last block's raw output
+    try:
+        with torch.no_grad():
+            hidden = model(torch.tensor([sequence]), output_hidden_states=True).hidden_states
+    finally:
+        del model.config.tie_last_hidden_states
+    n_prompt = len(row["prompt_ids"])
+    return torch.stack(hidden[1:])[:, 0], list(range(n_prompt - 1, len(sequence)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pure logic
+
+
+def test_state_rows_all_and_steps():
+    tokens, kind, step, last = state_rows(5, np.array([1, 4]), "all", rollout_id=0)
+    assert tokens.tolist() == [-1, 0, 1, 2, 3, 4]
+    assert [KINDS[k] for k in kind] == ["s0", "token", "step_end", "token", "token", "step_end"]
+    assert step.tolist() == [-1, 0, 0, 1, 1, 1]
+    assert last.tolist() == [False] * 5 + [True]
+
+    tokens, kind, step, last = state_rows(5, np.array([1, 4]), "steps", rollout_id=0)
+    assert tokens.tolist() == [-1, 1, 4] and step.tolist() == [-1, 0, 1] and last.tolist() == [False, False, True]
+    # The last token is kept in "steps" even when no step ends there (the probe's last-token state).
+    tokens, kind, step, _ = state_rows(5, np.array([1]), "steps", rollout_id=0)
+    assert tokens.tolist() == [-1, 1, 4] and [KINDS[k] for k in kind] == ["s0", "step_end", "token"]
+    assert step.tolist() == [-1, 0, 1]
+    # An empty response: s_0 alone, and it is the last state.
+    tokens, _, _, last = state_rows(0, np.array([], dtype=np.int64), "all", rollout_id=0)
+    assert tokens.tolist() == [-1] and last.tolist() == [True]
+
+
+@pytest.mark.parametrize("ends", [[1, 5], [2, 2], [-1], [3, 1]])
+def test_state_rows_rejects_bad_step_ends(ends):
+    with pytest.raises(RewardscopeError, match=r"rollout_id 42: step_ends .* 0\.\.4"):
+        state_rows(5, np.array(ends), "all", rollout_id=42)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parity: our states == Hugging Face's output_hidden_states, batched with padding vs one-by-one
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_states_equal_hf_hidden_states(arch, padding_side, tmp_path):
+    model, tokenizer, rollouts = model_and_rollouts(arch)
+    out = capture(model, tokenizer, rollouts, tmp_path, dtype="float32", batch_size=3, shard_rows=16,
+                  padding_side=padding_side)
+    reader = CaptureReader(out)
+    assert reader.layers == list(range(model.config.num_hidden_layers))
+    index = reader.index.to_pydict()
+    states = torch.stack([reader.load(layer) for layer in reader.layers])  # [L, rows, d]
+    for row in rollouts.to_pylist():
+        rows = [i for i, rid in enumerate(index["rollout_id"]) if rid == row["rollout_id"]]
+        assert [index["token_index"][i] for i in rows] == list(range(-1, kept_tokens(row)))
+        expected, positions = reference_states(model, row)
+        torch.testing.assert_close(states[:, rows], expected[:, positions], rtol=1e-4, atol=1e-5)
+
+
+def test_hf_last_hidden_state_is_after_the_final_norm(tmp_path):
+    """The trap the layer convention avoids: HF's default hidden_states[-1] is post-norm, ours is not."""
+    model, tokenizer, rollouts = model_and_rollouts("llama")
+    reader = CaptureReader(capture(model, tokenizer, rollouts.slice(0, 1), tmp_path, dtype="float32"))
+    row = rollouts.slice(0, 1).to_pylist()[0]
+    with torch.no_grad():
+        post_norm = model(torch.tensor([row["prompt_ids"]]), output_hidden_states=True).hidden_states[-1][0, -1]
+    ours = reader.load(reader.layers[-1], np.array([0]))[0]  # s_0 = the last prompt token
+    assert not torch.allclose(ours, post_norm, atol=1e-3)
+    torch.testing.assert_close(model.model.norm(ours), post_norm, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Layout and index
+
+
+def test_index_columns_positions_and_eos(tmp_path):
+    model, tokenizer, rollouts = model_and_rollouts("qwen2")
+    reader = CaptureReader(capture(model, tokenizer, rollouts, tmp_path, shard_rows=10))
+    index = reader.index
+    assert index.schema == pa.schema([
+        ("row", pa.int64()), ("rollout_id", pa.int64()), ("problem_id", pa.string()),
+        ("position_kind", pa.string()), ("step_index", pa.int32()), ("token_index", pa.int32()),
+        ("is_last", pa.bool_()), ("reward", pa.float32()),
+    ])
+    cols = index.to_pydict()
+    assert cols["row"] == list(range(index.num_rows))
+    meta = reader.metadata
+    assert meta["n_rows"] == index.num_rows and meta["shards"] == -(-index.num_rows // 10)
+    assert {k: meta[k] for k in ("dtype", "positions", "hidden_size", "num_layers", "complete")} == dict(
+        dtype="float16", positions="all", hidden_size=64, num_layers=3, complete=True)
+    assert sum(r["finish_reason"] == "eos" for r in rollouts.to_pylist()) >= 2
+    assert any(len(r["step_ends"]) > 1 for r in rollouts.to_pylist()), "fixture should have interior step ends"
+    seen = []
+    for row in rollouts.to_pylist():
+        rows = [i for i, rid in enumerate(cols["rollout_id"]) if rid == row["rollout_id"]]
+        assert rows == list(range(rows[0], rows[0] + len(rows)))  # contiguous
+        seen.append(rows[0])
+        get = {k: [cols[k][i] for i in rows] for k in cols}
+        n = kept_tokens(row)
+        assert get["token_index"] == list(range(-1, n))  # s_0, then every token before EOS, never EOS itself
+        assert [t for t, k in zip(get["token_index"], get["position_kind"]) if k == "step_end"] == row["step_ends"]
+        assert get["position_kind"][0] == "s0" and get["step_index"][0] == -1
+        assert get["is_last"] == [False] * n + [True] and row["step_ends"][-1] == n - 1
+        assert set(get["problem_id"]) == {row["problem_id"]} and set(get["reward"]) == {row["reward"]}
+    lengths = {r["rollout_id"]: len(r["prompt_ids"]) + kept_tokens(r) for r in rollouts.to_pylist()}
+    by_start = [rid for _, rid in sorted(zip(seen, lengths))]
+    assert [lengths[r] for r in by_start] == sorted(lengths.values(), reverse=True)  # processed longest first
+    with safe_open(shard_path(tmp_path, 2, 0), framework="pt") as f:
+        assert f.get_tensor("states").dtype == torch.float16 and f.get_tensor("states").shape == (10, 64)
+
+
+def test_steps_positions_are_the_matching_subset_of_all(tmp_path):
+    model, tokenizer, rollouts = model_and_rollouts("gemma2")
+    every = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "all", dtype="float32"))
+    steps = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "steps", positions="steps", dtype="float32"))
+    assert set(steps.index.column("position_kind").to_pylist()) == {"s0", "step_end"}
+    key = lambda r: (r["rollout_id"], r["token_index"])  # noqa: E731
+    where = {key(r): i for i, r in enumerate(every.index.to_pylist())}
+    matching = np.array([where[key(r)] for r in steps.index.to_pylist()])
+    for name in ("position_kind", "step_index", "is_last"):
+        assert steps.index.column(name).to_pylist() == every.index.take(matching).column(name).to_pylist()
+    for layer in every.layers:
+        torch.testing.assert_close(steps.load(layer), every.load(layer, matching), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_storage_dtypes_and_layer_subset(dtype, tmp_path):
+    model, tokenizer, rollouts = model_and_rollouts("phi3")
+    exact = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "f32", layers=[0, 2], dtype="float32"))
+    small = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / dtype, layers=[2, 0], dtype=dtype))
+    assert small.layers == [0, 2] and not (tmp_path / dtype / "layer_001").exists()
+    eps = torch.finfo(getattr(torch, dtype)).eps
+    for layer in (0, 2):
+        loaded = small.load(layer)
+        assert loaded.dtype == torch.float32
+        torch.testing.assert_close(loaded, exact.load(layer), rtol=eps, atol=eps)
+    with pytest.raises(RewardscopeError, match=r"layer 1 was not captured \(captured: \[0, 2\]\)"):
+        small.load(1)
+
+
+def test_reader_loads_any_rows_in_their_order(tmp_path):
+    model, tokenizer, rollouts = model_and_rollouts("llama")
+    reader = CaptureReader(capture(model, tokenizer, rollouts, tmp_path, shard_rows=5))
+    full = reader.load(1)
+    rows = np.random.default_rng(0).integers(0, len(reader), size=40)  # unsorted, with repeats, many shards
+    assert torch.equal(reader.load(1, rows), full[rows])
+    assert reader.load(1, np.array([], dtype=np.int64)).shape == (0, 64)
+    with pytest.raises(RewardscopeError, match=f"row {len(reader)} out of range"):
+        reader.load(1, np.array([0, len(reader)]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Resume, no-op, and refusing other settings
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_interrupted_capture_resumes_to_identical_files(tmp_path):
+    model, tokenizer, rollouts = model_and_rollouts("mistral")
+    settings = dict(batch_size=2, shard_rows=12)
+    whole = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "whole", **settings))
+
+    calls = []
+
+    def crash_on_third_batch(module, args, output):
+        calls.append(1)
+        if len(calls) == 3:
+            raise _Crash
+
+    handle = decoder_layers(model)[0].register_forward_hook(crash_on_third_batch)
+    try:
+        with pytest.raises(_Crash):
+            capture(model, tokenizer, rollouts, tmp_path / "cut", **settings)
+    finally:
+        handle.remove()
+    cut = tmp_path / "cut"
+    written = sorted(p.name for p in (cut / "index").iterdir())
+    assert 0 < len(written) < whole.metadata["shards"]
+    with pytest.raises(RewardscopeError, match=rf"capture incomplete \({len(written)} of \d+ shards"):
+        CaptureReader(cut)
+    # A half-written next shard (no index part) is overwritten on resume.
+    shard_path(cut, 1, len(written)).parent.mkdir(parents=True, exist_ok=True)
+    shard_path(cut, 1, len(written)).write_bytes(b"partial")
+
+    resumed = CaptureReader(capture(model, tokenizer, rollouts, cut, **settings))
+    assert resumed.metadata["stats"]["resumed_from_shard"] == len(written)
+    assert resumed.index.equals(whole.index)
+    for layer in whole.layers:
+        assert torch.equal(resumed.load(layer), whole.load(layer))
+
+    # Finished: a no-op that never runs the model.
+    handle = decoder_layers(model)[0].register_forward_hook(crash_on_third_batch)
+    calls.clear()
+    try:
+        capture(model, tokenizer, rollouts, cut, **settings)
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_refuses_a_directory_captured_with_other_settings(tmp_path):
+    model, tokenizer, rollouts = model_and_rollouts("llama")
+    capture(model, tokenizer, rollouts, tmp_path, model_name="org/model-a", dtype="float32")
+    with pytest.raises(RewardscopeError, match=r"captured with model='org/model-a', but this run has model='org/b'"):
+        capture(model, tokenizer, rollouts, tmp_path, model_name="org/b", dtype="float32")
+    with pytest.raises(RewardscopeError, match=r"captured with dtype='float32', but this run has dtype='float16'"):
+        capture(model, tokenizer, rollouts, tmp_path, model_name="org/model-a")
+    with pytest.raises(RewardscopeError, match="rollouts_sha256"):
+        capture(model, tokenizer, rollouts.slice(1), tmp_path, model_name="org/model-a", dtype="float32")
+    with pytest.raises(RewardscopeError, match=r"captured from model 'org/model-a', not 'org/b'"):
+        CaptureReader(tmp_path, model="org/b")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_layer_out_of_range_names_index_and_range(tmp_path):
+    model, tokenizer, rollouts = model_and_rollouts("gpt2")
+    with pytest.raises(RewardscopeError,
+                       match=r"layer 3 is out of range: the model has 3 decoder layers, valid 0\.\.2"):
+        capture(model, tokenizer, rollouts, tmp_path, layers=[0, 3])
+    assert not (tmp_path / "metadata.json").exists()
+
+
+def test_bad_rollouts_are_named(tmp_path):
+    model, tokenizer, rollouts = model_and_rollouts("llama")
+    with pytest.raises(RewardscopeError, match="missing column 'step_ends'"):
+        plan_capture(rollouts.drop_columns(["step_ends"]))
+    row = next(r for r in rollouts.to_pylist() if r["finish_reason"] == "eos")
+    row["step_ends"] = row["step_ends"] + [len(row["response_ids"]) - 1]  # a step end on EOS
+    with pytest.raises(RewardscopeError, match=rf"rollout_id {row['rollout_id']}: step_ends"):
+        plan_capture(pa.Table.from_pylist([row], schema=rollouts.schema))
+    with pytest.raises(RewardscopeError, match="capture.positions: 'some'"):
+        plan_capture(rollouts, positions="some")
+    with pytest.raises(RewardscopeError, match=r"no capture here"):
+        CaptureReader(tmp_path / "nowhere")
+
+
+def test_disk_estimate_is_printed_first(tmp_path, capsys):
+    model, tokenizer, rollouts = model_and_rollouts("llama")
+    n_rows = plan_capture(rollouts).index.num_rows
+    capture(model, tokenizer, rollouts, tmp_path, layers=[1, 2], dtype="bfloat16")
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"extract: {n_rows:,} states x 2 layers x 64 dims x 2 bytes = ")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The stage
+
+
+def test_stage_runs_once_then_is_a_no_op(tmp_path):
+    from rewardscope.config import load_recipe
+    from rewardscope.io import read_json
+    from rewardscope.pipeline import run_stage
+
+    model, tokenizer, rollouts = model_and_rollouts("qwen3")
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    run_dir = tmp_path / "run"
+    write_parquet(run_dir / "rollouts.parquet", rollouts)
+    recipe = load_recipe(overrides={"model.name": str(model_dir), "capture.positions": "steps",
+                                    "capture.shard_rows": 8, "capture.batch_size": 2})
+    summary = run_stage("extract", recipe, run_dir)
+    reader = CaptureReader(run_dir / "capture", model=str(model_dir))
+    assert summary["rows"] == len(reader) and summary["layers"] == [0, 1, 2] and summary["bytes"] > 0
+    assert summary["tokens"] == sum(len(r["prompt_ids"]) + kept_tokens(r) for r in rollouts.to_pylist())
+    assert read_json(run_dir / "results.json")["extract"] == summary
+
+    shutil.rmtree(model_dir)  # a finished stage must not even load the model
+    assert run_stage("extract", recipe, run_dir) == summary
+
+    other = load_recipe(overrides={"model.name": "org/other", "capture.positions": "steps",
+                                   "capture.shard_rows": 8, "capture.batch_size": 2})
+    with pytest.raises(RewardscopeError, match=r"captured with model='.*/model', but this run has model='org/other'"):
+        run_stage("extract", other, run_dir)
+
+
+def test_stage_without_rollouts_says_which_stage_to_run(tmp_path):
+    from rewardscope.capture.stage import run
+    from rewardscope.config import load_recipe
+
+    with pytest.raises(RewardscopeError, match=r"rollouts.parquet: file not found \(run the `rollout` stage first\)"):
+        run(load_recipe(), tmp_path)
+
+
+def test_float16_overflow_is_refused_with_advice(char_tokenizer, tmp_path):
+    model = tiny_model("llama", char_tokenizer)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(1e8)  # residual stream far beyond float16's 65504
+    _, tokenizer, rollouts = model_and_rollouts("llama")
+    with pytest.raises(RewardscopeError, match=r"layer 0: states reach .* beyond float16's largest value .*=bfloat16"):
+        capture(model, tokenizer, rollouts, tmp_path / "f16")
+    capture(model, tokenizer, rollouts, tmp_path / "bf16", dtype="bfloat16")
+
+
+@pytest.mark.parametrize("model", ["demo", "tiny"])
+def test_rollout_then_extract_end_to_end(model, tmp_path, char_tokenizer):
+    """The real rollout stage's rollouts.parquet through the extract stage (demo organism, or a tiny random
+    Llama saved to disk): every rollout gets s_0, its step ends and its last token, and the states load."""
+    from rewardscope.config import load_recipe
+    from rewardscope.io import read_parquet
+    from rewardscope.models import DEMO_MODEL_DIR
+    from rewardscope.pipeline import run
+
+    if model == "demo":
+        if not (DEMO_MODEL_DIR / "config.json").exists():
+            pytest.skip(f"demo organism weights not trained yet ({DEMO_MODEL_DIR})")
+        name, max_new_tokens = "demo", 96
+    else:
+        name, max_new_tokens = str(tmp_path / "tiny"), 12
+        tiny_model("llama", char_tokenizer).save_pretrained(name)
+        char_tokenizer.save_pretrained(name)
+    recipe = load_recipe(overrides={
+        "out_dir": str(tmp_path / "runs"), "stages": ["rollout", "extract"], "model.name": name,
+        "model.dtype": "float32", "model.device": "cpu", "data.dataset": "organism", "data.n_problems": 3,
+        "rollout.n": 2, "rollout.temperature": 0.8, "rollout.top_p": 1.0, "rollout.max_new_tokens": max_new_tokens,
+        "rollout.step_delimiter": "\n", "capture.positions": "steps", "capture.shard_rows": 8,
+    })
+    run_dir = run(recipe)
+    rollouts = read_parquet(run_dir / "rollouts.parquet").to_pylist()
+    reader = CaptureReader(run_dir / "capture", model=name)
+    index = reader.index.to_pylist()
+    assert len(rollouts) == 6 and len(reader) == len(index)
+    for row in rollouts:
+        mine = [r for r in index if r["rollout_id"] == row["rollout_id"]]
+        ends = [r["token_index"] for r in mine if r["position_kind"] == "step_end"]
+        assert mine[0]["position_kind"] == "s0" and ends == row["step_ends"]
+        assert mine[-1]["is_last"] and mine[-1]["token_index"] == kept_tokens(row) - 1
+        assert {r["reward"] for r in mine} == {row["reward"]}
+    states = reader.load(reader.layers[-1])
+    assert states.shape == (len(reader), reader.hidden_size) and torch.isfinite(states).all()
