@@ -25,3 +25,11 @@ def char_tokenizer():
     from rewardscope.organism.tokenizer import build_char_tokenizer
 
     return build_char_tokenizer()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models: OpenMP synchronisation costs more than 64-wide matmuls gain (100x slower on a busy 2-core box)."""
+    import torch
+
+    torch.set_num_threads(1)

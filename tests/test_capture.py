@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from rewardscope.capture import CaptureReader, capture
 from rewardscope.capture.extract import KINDS, plan_capture, state_rows
-from rewardscope.capture.reader import part_path, shard_path
+from rewardscope.capture.reader import shard_path
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import decoder_layers
 from rewardscope.io import write_parquet

@@ -21,15 +21,6 @@ from rewardscope.probe.targets import read_index
 SIGNAL_DIMS = (3, 11)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These tensors are tiny: extra threads only add synchronisation (10x slower on a busy 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def planted(n_problems=60, rollouts=4, steps=8, d=32, layers=3, seed=0):
     """States [layers, rows, d] and a capture-style index. Each problem has a difficulty p; a rollout is correct
     with probability p. Two dims carry a value signal that moves from p (at s0) to the outcome (at the end),

@@ -30,14 +30,6 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation on a busy machine
-    yield
-    torch.set_num_threads(threads)
-
-
 def save_model(path, hidden: int = 64):
     tokenizer = build_char_tokenizer()
     tiny_model("qwen3", tokenizer, spec=TinySpec(hidden=hidden, intermediate=2 * hidden)).save_pretrained(path)

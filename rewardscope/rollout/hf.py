@@ -1,0 +1,131 @@
+"""Sampling with Hugging Face `generate`: n rollouts per prompt, in left-padded batches.
+
+Padding: every batch is left-padded by hand with an attention mask, so the tokenizer's own `padding_side` does
+not matter. Position ids: transformers 5.x `generate` builds them from the attention mask (cumsum - 1, pads at
+0) for every model whose forward takes `position_ids`, and extends them by one per new token; we rely on it
+because the parity tests prove it (greedy batched == one-by-one, token for token, on every tiny architecture,
+including GPT-2 whose learned absolute positions would expose a shift that rotary models are blind to).
+
+Sampling is exactly temperature + top-p over the model's distribution: a checkpoint's generation_config.json
+often sets top_k, min_p, a repetition penalty or beams (Qwen2.5: top_k 20, repetition_penalty 1.05), which
+`generate` would otherwise apply silently, so they are overridden with neutral values here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rewardscope.errors import RewardscopeError
+
+# Values that switch off every other logits processor a checkpoint's generation_config may turn on.
+_NEUTRAL = dict(num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0)
+_NEUTRAL_SAMPLING = dict(top_k=0, min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
+
+
+@dataclass
+class Generation:
+    prompt_ids: list[int]
+    response_ids: list[int]  # ends with the EOS token when finish_reason is "eos"
+    text: str  # response_ids decoded, special tokens removed
+    finish_reason: str  # "eos" | "length"
+
+
+def eos_token_ids(generation_config, tokenizer) -> set[int]:
+    """Every token that ends a response: the generation config's (Llama 3 lists several) and the tokenizer's."""
+    ids = generation_config.eos_token_id if generation_config is not None else None
+    ids = set() if ids is None else {ids} if isinstance(ids, int) else set(ids)
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    if not ids:
+        raise RewardscopeError("the model has no EOS token (neither its generation_config nor its tokenizer)")
+    return ids
+
+
+def finish(prompt_ids: list[int], tokens: list[int], tokenizer, eos_ids: set[int]) -> Generation:
+    """Cut generated `tokens` after the first EOS (later tokens are padding) and decode them."""
+    end = next((i for i, t in enumerate(tokens) if t in eos_ids), None)
+    response = tokens if end is None else tokens[: end + 1]
+    text = tokenizer.decode(response, skip_special_tokens=True)
+    return Generation(list(prompt_ids), list(response), text, "length" if end is None else "eos")
+
+
+def derive_seed(seed: int, index: int) -> int:
+    """An independent seed for part `index` of a run seeded with `seed` (numpy's SeedSequence mixing)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def check_sampling(n: int, temperature: float, top_p: float, max_new_tokens: int) -> None:
+    if n < 1:
+        raise RewardscopeError(f"rollout.n: expected at least 1, got {n}")
+    if temperature < 0:
+        raise RewardscopeError(f"rollout.temperature: expected >= 0 (0 is greedy), got {temperature}")
+    if not 0 < top_p <= 1:
+        raise RewardscopeError(f"rollout.top_p: expected a value in (0, 1], got {top_p}")
+    if max_new_tokens < 1:
+        raise RewardscopeError(f"rollout.max_new_tokens: expected at least 1, got {max_new_tokens}")
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    n: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 256,
+    batch_size: int = 32,
+    seed: int | None = None,
+) -> list[list[Generation]]:
+    """n Generations per prompt, in prompt order. temperature 0 is greedy decoding.
+
+    Prompts are tokenized without special tokens (a chat template already holds them). The n copies of all
+    prompts are generated longest first in batches of `batch_size` sequences. With a seed the draws are
+    reproducible for the same prompts, batch size and hardware (the caller's global RNG is left untouched).
+    """
+    check_sampling(n, temperature, top_p, max_new_tokens)
+    if batch_size < 1:
+        raise RewardscopeError(f"rollout.batch_size: expected at least 1, got {batch_size}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise RewardscopeError("the tokenizer has neither a pad token nor an EOS token to pad batches with")
+    eos_ids = eos_token_ids(model.generation_config, tokenizer)
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    for i, ids in enumerate(prompt_ids):
+        if not ids:
+            raise RewardscopeError(f"prompt {i} is empty: nothing to condition generation on")
+    options = dict(max_new_tokens=max_new_tokens, eos_token_id=sorted(eos_ids), pad_token_id=pad_id, **_NEUTRAL)
+    if temperature == 0:
+        options.update(do_sample=False)
+    else:
+        options.update(do_sample=True, temperature=temperature, top_p=top_p, **_NEUTRAL_SAMPLING)
+
+    # Greedy copies of a prompt are all the same: generate one. Longest first: less padding per batch, and an
+    # out-of-memory error shows up in the first batch.
+    copies = 1 if temperature == 0 else n
+    jobs = sorted(((i, s) for i in range(len(prompts)) for s in range(copies)), key=lambda j: -len(prompt_ids[j[0]]))
+    results: list[list[Generation | None]] = [[None] * copies for _ in prompts]
+    device = model.device
+    rng_devices = [] if device.type == "cpu" else [device.index or 0]
+    with torch.random.fork_rng(devices=rng_devices, enabled=seed is not None, device_type=device.type):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start : start + batch_size]
+            width = max(len(prompt_ids[i]) for i, _ in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (i, _) in enumerate(batch):
+                ids = prompt_ids[i]
+                input_ids[row, width - len(ids) :] = torch.tensor(ids)
+                attention_mask[row, width - len(ids) :] = 1
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **options
+                )
+            for row, (i, s) in enumerate(batch):
+                results[i][s] = finish(prompt_ids[i], out[row, width:].tolist(), tokenizer, eos_ids)
+    return [samples * (n // copies) for samples in results]

@@ -1,0 +1,207 @@
+"""The `rollout` stage: n sampled responses per problem, graded, with their step boundaries.
+
+Files (docs/artifacts.md): `rollouts/shard-<k>.parquet` holds problems [k * P, (k + 1) * P) with
+P = rollout.problems_per_shard, written atomically once its rows are graded; `rollouts.parquet` is their
+concatenation, written when every shard exists; `rollouts/summary.json` marks the stage finished.
+`rollouts/recipe.json` keeps the recipe sections the rows depend on: resuming with a different recipe fails
+instead of mixing two. Resume: existing shards are skipped. Shard k is sampled with a seed derived from
+(rollout.seed, k), so a resumed run writes the same table as an uninterrupted one (on the same hardware, with
+the same batch size: batch composition changes the order of random draws).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from rewardscope.config import Recipe
+from rewardscope.data import build_prompt, load_problems
+from rewardscope.errors import RewardscopeError
+from rewardscope.grading import Grader
+from rewardscope.io import read_json, read_parquet, write_json, write_parquet
+from rewardscope.models import load_from_config
+from rewardscope.rollout import hf, vllm_backend
+from rewardscope.rollout.steps import step_ends
+
+SCHEMA = pa.schema([
+    ("rollout_id", pa.int64()),
+    ("problem_id", pa.string()),
+    ("problem_index", pa.int32()),
+    ("sample", pa.int32()),
+    ("prompt", pa.string()),
+    ("response", pa.string()),
+    ("prompt_ids", pa.list_(pa.int32())),
+    ("response_ids", pa.list_(pa.int32())),
+    ("step_ends", pa.list_(pa.int32())),
+    ("finish_reason", pa.string()),
+    ("gold", pa.string()),
+    ("kind", pa.string()),
+    ("extracted", pa.string()),
+    ("reward", pa.float32()),
+    ("reward_reason", pa.string()),
+])
+ELAPSED_KEY = b"rewardscope.elapsed_s"  # parquet metadata: seconds spent generating and grading the rows
+RECIPE_SECTIONS = ("model", "data", "prompt", "rollout", "grade")  # what the rows depend on
+
+
+def run(recipe: Recipe, run_dir: Path) -> dict:
+    """The pipeline stage: rollouts.parquet and its summary; a finished stage returns its saved summary."""
+    summary_path = Path(run_dir) / "rollouts" / "summary.json"
+    _claim(summary_path.with_name("recipe.json"), recipe)
+    if summary_path.exists():
+        return read_json(summary_path)
+    summary = summarize(rollout(recipe, run_dir))
+    write_json(summary_path, summary)
+    return summary
+
+
+def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
+            on_shard: Callable[[int], None] | None = None) -> Path:
+    """Sample, grade and write every missing shard, then rollouts.parquet; returns its path.
+
+    `model` and `tokenizer` (a vllm.LLM for backend "vllm") skip loading recipe.model. `on_shard(k)` is called
+    after shard k is written.
+    """
+    cfg, run_dir = recipe.rollout, Path(run_dir)
+    out, shard_dir = run_dir / "rollouts.parquet", run_dir / "rollouts"
+    _claim(shard_dir / "recipe.json", recipe)
+    if out.exists():
+        return out
+    hf.check_sampling(cfg.n, cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+    if cfg.problems_per_shard < 1:
+        raise RewardscopeError(f"rollout.problems_per_shard: expected at least 1, got {cfg.problems_per_shard}")
+    problems = load_problems(recipe.data)
+    size = cfg.problems_per_shard
+    shards = [problems[start : start + size] for start in range(0, len(problems), size)]
+    paths = [shard_dir / f"shard-{k:05d}.parquet" for k in range(len(shards))]
+    todo = [k for k, path in enumerate(paths) if not path.exists()]
+    if todo:
+        # One grader per kind, made before any sampling so that a bad grade.kind fails at once; reused across
+        # shards (a math grader's worker processes take about a second to start).
+        kinds = dict.fromkeys(recipe.grade.kind or problem.kind for problem in problems)
+        graders = {kind: Grader(kind, timeout_s=recipe.grade.timeout_s, workers=recipe.grade.workers)
+                   for kind in kinds}
+        try:
+            generate, tokenizer = _backend(recipe, model, tokenizer)
+            done = len(problems) - sum(len(shards[k]) for k in todo)
+            with tqdm(total=len(problems), initial=done, unit="problem", desc="rollout") as bar:
+                for k in todo:
+                    table = _shard(recipe, shards[k], k * size, k, generate, tokenizer, graders)
+                    write_parquet(paths[k], table)
+                    bar.update(len(shards[k]))
+                    if on_shard is not None:
+                        on_shard(k)
+        finally:
+            for grader in graders.values():
+                grader.close()
+    tables = [read_parquet(path) for path in paths]
+    elapsed = sum(float(t.schema.metadata[ELAPSED_KEY]) for t in tables)
+    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+    write_parquet(out, table.replace_schema_metadata({ELAPSED_KEY: f"{elapsed:.3f}"}))
+    return out
+
+
+def _claim(path: Path, recipe: Recipe) -> None:
+    """Record the recipe the shards come from, or check that it is the one already recorded."""
+    sections = {k: v for k, v in recipe.to_dict().items() if k in RECIPE_SECTIONS}
+    del sections["grade"]["workers"]  # how fast grading runs, not what it gives
+    sections = json.loads(json.dumps(sections))  # the JSON round trip makes the comparison exact
+    if not path.exists():
+        write_json(path, sections)
+        return
+    saved = read_json(path)
+    changed = [f"{s}.{k}" for s in RECIPE_SECTIONS for k in set(saved.get(s, {})) | set(sections[s])
+               if saved.get(s, {}).get(k) != sections[s].get(k)]
+    if changed:
+        raise RewardscopeError(f"{path}: the shards beside it come from a recipe that differs in "
+                               f"{', '.join(sorted(changed))}; use another run directory (or delete this one)")
+
+
+def _backend(recipe: Recipe, model, tokenizer):
+    """generate(prompts, seed=...) for recipe.rollout, and the tokenizer used for prompts and steps."""
+    cfg = recipe.rollout
+    if cfg.backend == "vllm":
+        if model is None:
+            model, tokenizer = vllm_backend.load(recipe.model)
+        generate = vllm_backend.generate
+    else:
+        if model is None:
+            model, tokenizer = load_from_config(recipe.model)
+        generate = partial(hf.generate, batch_size=cfg.batch_size)
+    if tokenizer is None:
+        raise RewardscopeError("rollout(): a model was given without its tokenizer")
+    options = dict(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+    return partial(generate, model, tokenizer, **options), tokenizer
+
+
+def _shard(recipe: Recipe, problems: list, first_index: int, k: int, generate, tokenizer, graders: dict) -> pa.Table:
+    """The graded rows of one shard, in (problem_index, sample) order."""
+    started = time.perf_counter()
+    cfg, n = recipe.rollout, recipe.rollout.n
+    prompts = [build_prompt(problem, tokenizer, recipe.prompt) for problem in problems]
+    generations = generate(prompts, seed=hf.derive_seed(cfg.seed, k))
+    rows, choices = [], []
+    for offset, (problem, prompt, samples) in enumerate(zip(problems, prompts, generations)):
+        index = first_index + offset
+        for sample, g in enumerate(samples):
+            rows.append(dict(
+                rollout_id=index * n + sample, problem_id=problem.id, problem_index=index, sample=sample,
+                prompt=prompt, response=g.text, prompt_ids=g.prompt_ids, response_ids=g.response_ids,
+                step_ends=step_ends(tokenizer, g.response_ids, cfg.step_delimiter), finish_reason=g.finish_reason,
+                gold=problem.answer, kind=recipe.grade.kind or problem.kind,
+            ))
+            choices.append(problem.choices)
+    for kind in dict.fromkeys(row["kind"] for row in rows):
+        index = [i for i, row in enumerate(rows) if row["kind"] == kind]
+        verdicts = graders[kind].grade([rows[i]["response"] for i in index], [rows[i]["gold"] for i in index],
+                                       choices=[choices[i] for i in index])
+        for i, verdict in zip(index, verdicts):
+            rows[i].update(extracted=verdict.extracted, reward=1.0 if verdict.equal else 0.0,
+                           reward_reason=verdict.reason)
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    return table.replace_schema_metadata({ELAPSED_KEY: f"{time.perf_counter() - started:.3f}"})
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion p observed over n units."""
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def summarize(path: Path) -> dict:
+    """Accuracy with a 95% CI, mixed problems, lengths, finish and reward reasons, time, of rollouts.parquet."""
+    table = read_parquet(path)
+    index = table["problem_index"].to_numpy()
+    reward = table["reward"].to_numpy().astype(float)
+    _, problem_of = np.unique(index, return_inverse=True)
+    per_problem = np.bincount(problem_of, weights=reward) / np.bincount(problem_of)
+    accuracy = float(per_problem.mean())
+    tokens = pc.list_value_length(table["response_ids"]).to_numpy()
+    elapsed = float(table.schema.metadata[ELAPSED_KEY])
+    reasons = Counter(r.split(":")[0] for r in table["reward_reason"].to_pylist())  # "error: <msg>" -> "error"
+    return {
+        "n_problems": len(per_problem),
+        "n_rollouts": table.num_rows,
+        "accuracy": accuracy,
+        # Problems, not rollouts, are the independent units: rollouts of one problem are correlated, so the
+        # interval over problems is conservative where an interval over rollouts would be too narrow.
+        "accuracy_ci95": list(wilson_interval(accuracy, len(per_problem))),
+        "accuracy_ci_method": "Wilson score interval over problems",
+        "mixed_problem_share": float(np.mean((per_problem > 0) & (per_problem < 1))),
+        "mean_response_tokens": float(tokens.mean()),
+        "finish_reasons": dict(Counter(table["finish_reason"].to_pylist())),
+        "reward_reasons": dict(reasons),
+        "elapsed_s": elapsed,
+        "generated_tokens_per_s": float(tokens.sum() / elapsed) if elapsed > 0 else None,
+        "path": str(path),
+    }
