@@ -30,6 +30,8 @@ class ModelConfig:
     device: str = "auto"  # auto: cuda if available, else cpu
     trust_remote_code: bool = False  # off unless asked: remote code runs arbitrary Python
     attn_implementation: str | None = None  # None lets transformers choose (sdpa); "eager" for exact parity work
+    threads: int | None = None  # CPU threads; None: 1 for tiny models (hidden <= 256), where threads only add
+    # synchronisation (up to 100x slower on a busy machine), else torch's default
 
 
 @dataclass

@@ -14,6 +14,7 @@ from rewardscope.errors import RewardscopeError
 
 DEMO_MODEL_DIR = Path(__file__).parent / "organism" / "weights"
 
+TINY_HIDDEN = 256  # at or below this width, one CPU thread beats several (synchronisation dominates)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -65,8 +66,11 @@ def load_model(
     device: str = "auto",
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    threads: int | None = None,
 ):
-    """(model, tokenizer) in eval mode on `device`, from a hub id, a local folder or "demo"."""
+    """(model, tokenizer) in eval mode on `device`, from a hub id, a local folder or "demo".
+
+    On CPU, `threads` sets torch's (process-wide) thread count; None picks 1 for tiny models (see ModelConfig)."""
     from transformers import AutoModelForCausalLM
 
     dev = resolve_device(device)
@@ -79,13 +83,19 @@ def load_model(
     except OSError as e:
         raise RewardscopeError(f"cannot load model {name!r}: {e}") from None
     model.to(dev).eval()
+    if dev.type == "cpu":
+        if threads is None and getattr(model.config.get_text_config(), "hidden_size", 1 << 30) <= TINY_HIDDEN:
+            threads = 1
+        if threads is not None:
+            torch.set_num_threads(threads)
     tok = load_tokenizer(name, revision=revision, trust_remote_code=trust_remote_code)
     return model, tok
 
 
 def load_from_config(cfg) -> tuple:
     """(model, tokenizer) from a `ModelConfig`."""
-    return load_model(cfg.name, cfg.revision, cfg.dtype, cfg.device, cfg.trust_remote_code, cfg.attn_implementation)
+    return load_model(cfg.name, cfg.revision, cfg.dtype, cfg.device, cfg.trust_remote_code, cfg.attn_implementation,
+                      cfg.threads)
 
 
 # ----------------------------------------------------------------------------------------------------------
