@@ -26,6 +26,10 @@ def run_stage(stage: str, recipe: Recipe, run_dir: Path | None = None) -> dict:
     if stage not in _STAGE_MODULES:
         raise RewardscopeError(f"stages: unknown stage {stage!r} (known: {', '.join(STAGES)})")
     run_dir = Path(run_dir) if run_dir is not None else recipe.run_dir()
+    if recipe.model.threads is not None:  # stages without a model (probe) follow the recipe's CPU threads too
+        import torch
+
+        torch.set_num_threads(recipe.model.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, run_dir / "config.yaml")
     summary = importlib.import_module(_STAGE_MODULES[stage]).run(recipe, run_dir)
