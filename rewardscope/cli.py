@@ -7,6 +7,7 @@ Stage subcommands take an optional recipe and `--key=value` overrides (dotted ke
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from rewardscope.errors import RewardscopeError
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "transfer":
             from rewardscope.transfer import transfer_runs
 
-            print(transfer_runs(args.run_a, args.run_b, out=args.out))
+            print(json.dumps(transfer_runs(args.run_a, args.run_b, out=args.out), indent=2))
         elif args.command == "demo-model":
             from rewardscope.organism import cli as organism_cli
 

@@ -277,6 +277,10 @@ def _slug(text: str) -> str:
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    """Write the resolved recipe; an identical file is left untouched (a finished run rewrites nothing)."""
     from rewardscope.io import write_text
 
-    write_text(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True))
+    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True)
+    path = Path(path)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        write_text(path, text)
