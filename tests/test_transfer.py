@@ -75,7 +75,9 @@ def test_transfer_between_two_runs_of_one_model(runs, capsys):
 
 
 def test_a_run_transferred_to_itself_is_identical(runs, tmp_path):
-    summary = transfer_runs(runs["a"], runs["a"], out=tmp_path / "self.json")
+    with pytest.warns(UserWarning, match="probe.seed=0: dims can overlap through the shared initialisation"):
+        summary = transfer_runs(runs["a"], runs["a"], out=tmp_path / "self.json")
+    assert "warning" in summary
     result = json.loads((tmp_path / "self.json").read_text())
     for layer in result["iou"].values():
         assert all(r["iou"] == 1.0 for r in layer["by_ratio"]) and layer["value_neurons"]["iou"] == 1.0

@@ -12,6 +12,7 @@ datasets on one model, or two fine-tunes of one base). For every layer probed in
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,14 @@ def transfer_runs(run_a, run_b, out=None) -> dict:
         "run_a": str(run_a), "run_b": str(run_b), "models": [a["model"], b["model"]], "layers": layers,
         "iou": iou, "probe_transfer": _probe_transfer(a, b, layers, run_b),
     }
-    result["summary"] = _summary(result, ratios)
+    seeds = [run["results"]["settings"]["probe"]["seed"] for run in (a, b)]
+    if seeds[0] == seeds[1]:
+        # Both rankings start from the same initial W1; an undertrained probe's L1 column norms still carry
+        # it, so the IoU can be far above chance with no shared signal (seen on the demo organism).
+        result["warning"] = (f"both runs trained their probes with probe.seed={seeds[0]}: dims can overlap through "
+                             "the shared initialisation alone; re-run one with another probe.seed to control")
+        warnings.warn(result["warning"], stacklevel=2)
+    result["summary"] = {**_summary(result, ratios), **({"warning": result["warning"]} if "warning" in result else {})}
     path = Path(out) if out else run_a / "transfer" / f"{run_b.name}.json"
     write_json(path, result)
     return {**result["summary"], "path": str(path)}
