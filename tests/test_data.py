@@ -31,7 +31,7 @@ def _write_jsonl(path, rows) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The real datasets (original formats, /work/shared/data)
+# The real datasets (original formats, ../shared/data beside the repository)
 
 
 @pytest.fixture(scope="module")
