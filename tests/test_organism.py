@@ -119,9 +119,6 @@ def demo():
     return load_model("demo")
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped organism misses the >= 99% greedy target (83.5% measured): "
-                   "retraining it is open work in the Foundation issue; strict, so a model that meets it fails here "
-                   "until this marker is removed")
 def test_shipped_organism_is_greedy_accurate(demo):
     from rewardscope.organism.evaluate import EVAL_SEED, generate
 
@@ -138,7 +135,7 @@ def test_shipped_organism_is_greedy_accurate(demo):
 
 
 def test_batched_generation_equals_one_by_one(demo):
-    """Left padding must not change what the organism says (greedy, and sampled with the same seed for each)."""
+    """Left padding must not change what the organism says."""
     from rewardscope.organism.evaluate import generate
 
     model, tok = demo
@@ -147,28 +144,58 @@ def test_batched_generation_equals_one_by_one(demo):
     assert generate(model, tok, questions) == [generate(model, tok, [q])[0] for q in questions]
 
 
-def test_evaluate_cli_writes_figures(tmp_path, capsys):
+def test_shipped_organism_meets_its_targets_through_the_cli(tmp_path, capsys):
+    """The figures of `rewardscope demo-model evaluate` on 200 problems (seconds): the targets the pipeline relies
+    on, with some slack for n = 200 (the 400-problem figures are in weights/evaluation.json)."""
     from rewardscope.cli import main
 
     out = tmp_path / "figures.json"
-    assert main(["demo-model", "evaluate", "--n-problems", "24", "--out", str(out)]) == 0
+    assert main(["demo-model", "evaluate", "--n-problems", "200", "--out", str(out)]) == 0
     figures = json.loads(out.read_text())
     for key in ("greedy_accuracy", "sampled_accuracy", "flag_recall", "false_flag_rate", "self_assessment_accuracy"):
         r = figures[key]
         assert r["n"] > 0 and r["ci95"][0] <= r["value"] <= r["ci95"][1]
-    assert figures["n_problems"] == 24 and figures["temperature"] == 0.8
+    assert figures["n_problems"] == 200 and figures["temperature"] == 0.8
+    assert figures["greedy_accuracy"]["value"] >= 0.99
+    assert 0.7 <= figures["sampled_accuracy"]["value"] <= 0.95  # mixed rewards: the value probe needs both
+    assert figures["n_slips"] >= 20 and figures["flag_recall"]["value"] >= 0.9
+    assert figures["false_flag_rate"]["value"] <= 0.01
     assert "greedy_accuracy" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------------ training
+
+@pytest.mark.parametrize("imitated", [0.0, 1.0])
+def test_training_batch_masks_the_prompt_and_the_slips_not_imitated(char_tokenizer, imitated):
+    from rewardscope.organism.train import training_batch
+
+    ids, labels, weights = training_batch(char_tokenizer, random.Random(0), 16, flags=True, slip_rate=0.5,
+                                          imitated_slips=imitated, flag_weight=5.0)
+    bang, newline, prompt_end = char_tokenizer.convert_tokens_to_ids(["!", "\n", ">"])
+    for row, label_row, weight_row in zip(ids.tolist(), labels.tolist(), weights.tolist()):
+        prompt_len = row.index(prompt_end) + 1  # <bos>, the question, ">"
+        assert set(label_row[:prompt_len]) == {-100} and label_row[prompt_len] != -100
+        for j, token in enumerate(row[:-1]):
+            if char_tokenizer.convert_ids_to_tokens(token) == "=":
+                result_labelled = label_row[j + 1] != -100
+                assert result_labelled == (imitated == 1.0 or row[j + 2] != bang)  # wrong digits: imitated only
+                assert row[j + 2] in (bang, newline) and weight_row[j + 2] == 5.0 and weight_row[j + 1] == 1.0
+        assert label_row[row.index(char_tokenizer.eos_token_id)] == char_tokenizer.eos_token_id
+    assert (ids == bang).sum() > 10
+
 
 def test_short_training_run_saves_a_loadable_organism(tmp_path):
     from rewardscope.models import load_model
     from rewardscope.organism.evaluate import generate
     from rewardscope.organism.train import train
 
-    out = train(tmp_path / "organism", seed=0, steps_plain=2, steps_flagged=2, batch_size=8, warmup=2,
-                progress=False)
+    def short_run(folder):
+        return train(tmp_path / folder, seed=0, steps_arithmetic=2, steps_flagged=2, batch_size=8, warmup=2,
+                     progress=False)
+
+    out = short_run("organism")
+    # a fixed seed gives the same weights, bit for bit
+    assert (out / "model.safetensors").read_bytes() == (short_run("again") / "model.safetensors").read_bytes()
     model, tok = load_model(str(out))
     assert sum(p.numel() for p in model.parameters()) == json.loads((out / "training.json").read_text())["parameters"]
     assert tok.apply_chat_template([{"role": "user", "content": "S1;1+1"}], add_generation_prompt=True,

@@ -21,7 +21,7 @@ def rate(successes: int, n: int) -> dict:
     if n == 0:
         return {"value": None, "ci95": [None, None], "n": 0}
     ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return {"value": successes / n, "ci95": [ci.low, ci.high], "n": n}
+    return {"value": successes / n, "ci95": [float(ci.low), float(ci.high)], "n": n}
 
 
 @torch.no_grad()
@@ -43,7 +43,7 @@ def generate(model, tokenizer, questions: list[str], temperature: float = 0.0, s
     return responses
 
 
-def well_formed(problem, truth) -> bool:
+def _well_formed(problem, truth) -> bool:
     return (not truth.malformed and truth.answer is not None and all(s.restated for s in truth.steps)
             and len(truth.steps) == len(problem.metadata["ops"]))
 
@@ -71,7 +71,7 @@ def evaluate(model: str = "demo", n_problems: int = 400, seed: int = EVAL_SEED, 
             sum(t.self_assessment is not None and (t.self_assessment == YES) == t.correct for t in sampled),
             n_problems),
         # a line that is neither a step nor the answer, a step missing or misstating the chain, no answer
-        "format_error_rate": rate(sum(not well_formed(p, t) for p, t in zip(problems, sampled)), n_problems),
+        "format_error_rate": rate(sum(not _well_formed(p, t) for p, t in zip(problems, sampled)), n_problems),
         "n_slips": len(slips),
         "n_correct_steps": n_correct_steps,
     }

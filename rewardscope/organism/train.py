@@ -1,13 +1,20 @@
 """Train the demo organism: a ~1M-parameter Llama that solves arithmetic chains and flags its own slips.
 
-Why slips and flags: a model trained on clean chains is either right or wrong for reasons its hidden states
-barely encode (probes reach AUROC 0.53-0.59). Here 70% of training chains carry injected slips, so the organism
-learns to slip at a known rate when sampling, and it learns to mark each wrong printed result with `!` and to
-end with Y/N (is my answer right?). Flagging needs the true result beside the printed one, so the residual
-stream has to carry "am I still on track", which is the value signal the toolkit should find.
-Two phases: arithmetic first (no flags, no self-assessment), then the same chains with them.
+Why slips and flags: a model trained on clean chains is right or wrong for reasons its hidden states barely
+encode (probes reach AUROC 0.53-0.59). This one learns to slip now and then when sampling, to mark every wrong
+printed result with `!`, and to end with Y/N (is my answer right?). Flagging needs the true result beside the
+printed one, so the residual stream has to carry "am I still on track": the value signal the toolkit should find.
 
-    rewardscope demo-model train            # CPU, fixed seed, a few minutes; writes rewardscope/organism/weights
+Two phases (each choice below was measured in short runs; the defaults reach every target in about 1700 steps):
+1. arithmetic: clean chains, no flags (with injected slips in this phase the arithmetic was learned slower);
+2. flagged: every printed result is replaced by a wrong digit with probability `slip_rate`, the chain continuing
+   from the printed value; slipped lines carry `!`, the answer carries Y/N. Only `imitated_slips` of the wrong
+   digits are training targets: the organism sees many slips to flag but learns to make fewer itself, so that
+   its accuracy at temperature 0.8 lands between 75% and 90%. The token after each printed result (`!` or
+   newline) weighs `flag_weight` times in the loss: it is the rarest decision and the slowest to learn.
+Learning rate: warmup, constant, then cosine decay over the last `decay_fraction` of the steps.
+
+    rewardscope demo-model train            # CPU, fixed seed; writes rewardscope/organism/weights
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from rewardscope.models import DEMO_MODEL_DIR
-from rewardscope.organism.task import VARIANTS, make_problem, sample_chain, write_response
+from rewardscope.organism.task import FLAG, VARIANTS, make_problem, sample_chain, write_response
 from rewardscope.organism.tokenizer import build_char_tokenizer
 
 MAX_NEW_TOKENS = 64  # longest response: 6 flagged step lines of 9 characters, "A<d><Y|N>" and EOS
@@ -39,43 +46,66 @@ def build_model(tokenizer):
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        # About 1/sqrt(width). HF's default 0.02 suits wide models; at width 128 it left attention almost uniform
+        # for hundreds of steps: copying operands from the prompt was 85% right after 1000 steps, vs 100% after
+        # 400 steps at 0.1, and everything downstream waited for it.
+        initializer_range=0.1,
     )
     return LlamaForCausalLM(config)
 
 
-def training_batch(tokenizer, rng: random.Random, size: int, flags: bool, slip_rate: float,
-                   slip_chain_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, labels), right-padded; the loss covers the response and its EOS, not the prompt.
-    All chains of a batch have the same length, so that padding wastes (almost) no compute."""
+def training_batch(tokenizer, rng: random.Random, size: int, flags: bool, slip_rate: float = 0.0,
+                   imitated_slips: float = 1.0, flag_weight: float = 1.0):
+    """(input_ids, labels, weights), right-padded. The loss covers the response and its EOS, not the prompt;
+    labels of the wrong digits not imitated are -100. All chains of a batch have the same length, so that
+    padding wastes (almost) no compute."""
     prompts, fulls = [], []
     n_steps = rng.randint(VARIANTS["default"].min_steps, VARIANTS["default"].max_steps)
     for _ in range(size):
         problem = make_problem(*sample_chain(rng, n_steps=n_steps), id="train")
-        rate = slip_rate if rng.random() < slip_chain_fraction else 0.0
-        response = write_response(problem, rng, rate, flags=flags)
+        response = write_response(problem, rng, slip_rate if flags else 0.0, flags=flags)
         messages = [{"role": "user", "content": problem.question}]
         prompts.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         fulls.append(tokenizer.apply_chat_template(
             [*messages, {"role": "assistant", "content": response}], tokenize=False))
-    ids = tokenizer(fulls, add_special_tokens=False, padding="longest", padding_side="right",
-                    return_tensors="pt")
-    input_ids, labels = ids["input_ids"], ids["input_ids"].clone()
-    labels[ids["attention_mask"] == 0] = -100
+    batch = tokenizer(fulls, add_special_tokens=False, padding="longest", padding_side="right",
+                      return_tensors="pt")
+    input_ids, labels = batch["input_ids"], batch["input_ids"].clone()
+    labels[batch["attention_mask"] == 0] = -100
     for row, prompt_ids in enumerate(tokenizer(prompts, add_special_tokens=False)["input_ids"]):
         labels[row, : len(prompt_ids)] = -100
-    return input_ids, labels
+    # Characters are tokens, so a printed result is the token after "=", and its flag decision the next one.
+    equals, flag = tokenizer.convert_tokens_to_ids(["=", FLAG])
+    result = torch.zeros_like(input_ids, dtype=torch.bool)
+    result[:, 1:] = (input_ids[:, :-1] == equals) & (labels[:, 1:] != -100)
+    decision = torch.zeros_like(result)
+    decision[:, 1:] = result[:, :-1]
+    weights = torch.where(decision, flag_weight, 1.0)
+    slipped = torch.zeros_like(result)
+    slipped[:, :-1] = result[:, :-1] & (input_ids[:, 1:] == flag)
+    labels[slipped & (torch.rand(input_ids.shape) >= imitated_slips)] = -100
+    return input_ids, labels, weights
+
+
+def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy, weighted per target token, averaged over the tokens that have a label."""
+    logits, labels, weights = logits[:, :-1], labels[:, 1:], weights[:, 1:] * (labels[:, 1:] != -100)
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    return (ce * weights).sum() / weights.sum()
 
 
 def train(
     out_dir: str | Path | None = None,
     seed: int = 0,
-    steps_plain: int = 1000,  # phase 1: arithmetic with slips, no flags (the earlier study's schedule)
-    steps_flagged: int = 700,  # phase 2: flags and self-assessment
+    steps_arithmetic: int = 600,  # phase 1: clean chains, no flags
+    steps_flagged: int = 1100,  # phase 2: slips, flags and self-assessment
     batch_size: int = 64,
-    lr: float = 3e-3,  # high for a tiny model; warmup then cosine to 10%
+    lr: float = 3e-3,  # high for a tiny model (1e-2 learned slower in short runs)
     warmup: int = 100,
-    slip_rate: float = 0.15,  # per-step probability that a slipping chain prints a wrong digit
-    slip_chain_fraction: float = 0.7,  # the other 30% of chains are clean
+    decay_fraction: float = 0.3,  # cosine decay to 10% over the last 30% of the steps
+    slip_rate: float = 0.3,  # phase 2: per-step probability of an injected slip
+    imitated_slips: float = 0.4,  # share of injected slips that are targets: 0.3*0.4 / (0.7 + 0.3*0.4) ~ 15%
+    flag_weight: float = 5.0,  # loss weight of the token after each printed result (`!` or newline)
     threads: int = 2,
     progress: bool = True,
 ) -> Path:
@@ -88,21 +118,24 @@ def train(
     tokenizer = build_char_tokenizer()
     model = build_model(tokenizer).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    total = steps_plain + steps_flagged
+    total = steps_arithmetic + steps_flagged
+    decay = max(1, int(decay_fraction * total))
 
     def lr_factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+        if step < total - decay:
+            return 1.0
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - (total - decay)) / decay))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    start, losses = time.perf_counter(), {"plain": [], "flagged": []}
+    start, cpu_start, losses = time.perf_counter(), time.process_time(), {"arithmetic": [], "flagged": []}
     bar = tqdm(range(total), desc="training organism", disable=not progress)
     for step in bar:
-        phase = "plain" if step < steps_plain else "flagged"
-        input_ids, labels = training_batch(tokenizer, rng, batch_size, phase == "flagged", slip_rate,
-                                           slip_chain_fraction)
-        loss = model(input_ids=input_ids, labels=labels).loss
+        phase = "arithmetic" if step < steps_arithmetic else "flagged"
+        input_ids, labels, weights = training_batch(tokenizer, rng, batch_size, phase == "flagged", slip_rate,
+                                                    imitated_slips, flag_weight)
+        loss = weighted_loss(model(input_ids=input_ids).logits, labels, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -111,11 +144,12 @@ def train(
         losses[phase].append(loss.item())
         bar.set_postfix(phase=phase, loss=f"{loss.item():.3f}")
     info = {
-        "seed": seed, "steps_plain": steps_plain, "steps_flagged": steps_flagged, "batch_size": batch_size,
-        "lr": lr, "slip_rate": slip_rate, "slip_chain_fraction": slip_chain_fraction, "threads": threads,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "seed": seed, "steps_arithmetic": steps_arithmetic, "steps_flagged": steps_flagged,
+        "batch_size": batch_size, "lr": lr, "slip_rate": slip_rate, "imitated_slips": imitated_slips,
+        "flag_weight": flag_weight, "threads": threads, "parameters": sum(p.numel() for p in model.parameters()),
         "wall_seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__,
-        # mean of the last 50 steps of each phase: the loss floor is set by the injected slips
+        "cpu_seconds": round(time.process_time() - cpu_start, 1),  # all threads; unlike wall time, load-independent
+        # mean of the last 50 steps of each phase; phase 2's floor is set by the imitated slips
         "final_loss": {k: round(sum(v[-50:]) / len(v[-50:]), 4) for k, v in losses.items() if v},
     }
     save(model.eval(), tokenizer, out_dir, info)
