@@ -5,6 +5,7 @@ Also the tiny randomly initialised configs of real architectures that tests and 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,44 @@ def resolve_model_path(name: str) -> str:
             )
         return str(DEMO_MODEL_DIR)
     return name
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+_FULL_HASH_BYTES = 64 << 20  # weight files up to this size are hashed whole; larger ones are sampled
+_SAMPLE_BYTES = 1 << 20
+
+
+def model_fingerprint(name: str, revision: str | None = None) -> str | None:
+    """A short identity of the weights `name` loads, so that a run directory refuses to mix two models.
+
+    A recipe names a model, not its weights: a local folder retrained in place, or a hub branch that moved, keeps
+    its name. Local folders (and "demo"): sha256 over config.json and each weight file's name, size and bytes
+    (whole up to 64 MiB; beyond, 1 MiB at the start, middle and end: retrained or replaced weights change them,
+    and a 28 GB checkpoint is not read in full). Hub ids: "hub:<commit>" of the cached snapshot for `revision`,
+    or None when nothing is cached yet (then nothing can be compared).
+    """
+    path = Path(resolve_model_path(name))
+    if path.is_dir():
+        digest = hashlib.sha256()
+        files = [p for p in sorted(path.iterdir()) if p.name == "config.json" or p.suffix in _WEIGHT_SUFFIXES]
+        for file in files:
+            size = file.stat().st_size
+            digest.update(f"{file.name}\0{size}\0".encode())
+            with file.open("rb") as f:
+                if size <= _FULL_HASH_BYTES:
+                    digest.update(f.read())
+                else:
+                    for offset in (0, size // 2, size - _SAMPLE_BYTES):
+                        f.seek(offset)
+                        digest.update(f.read(_SAMPLE_BYTES))
+        return "sha256:" + digest.hexdigest()[:16]
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json", revision=revision)
+    except Exception:  # an id the hub library rejects: loading will report it
+        return None
+    return f"hub:{Path(cached).parent.name}" if isinstance(cached, str) else None
 
 
 def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False):

@@ -229,6 +229,23 @@ def test_resume_with_another_recipe_is_refused(tmp_path, shared_data, llama_dir,
         rollout(changed, tmp_path / "run", llama, char_tokenizer)
 
 
+def test_rollouts_of_replaced_weights_are_refused(tmp_path, shared_data, char_tokenizer):
+    """A folder retrained in place keeps its name: neither resuming nor capturing may mix its two models."""
+    from rewardscope.capture.stage import run as extract
+
+    model_dir = tmp_path / "model"
+    tiny_model("llama", char_tokenizer, seed=0).save_pretrained(model_dir)
+    char_tokenizer.save_pretrained(model_dir)
+    recipe = gsm8k_recipe(tmp_path, model_dir, shared_data)
+    run(recipe, recipe.run_dir())
+    assert run(recipe, recipe.run_dir())  # same weights: the finished stage is reused
+    tiny_model("llama", char_tokenizer, seed=1).save_pretrained(model_dir)  # retrained in place
+    with pytest.raises(RewardscopeError, match=r"recipe\.json: the shards beside it were sampled from other weights"):
+        run(recipe, recipe.run_dir())
+    with pytest.raises(RewardscopeError, match=r"rollouts\.parquet: sampled from other weights"):
+        extract(recipe, recipe.run_dir())
+
+
 def test_summary_statistics(tmp_path):
     rewards = [1, 1, 1, 0, 0, 0, 1, 0]  # problems: all right, mixed, mixed, all wrong (n = 2 each)
     rows = [dict(rollout_id=i, problem_id=f"p{i // 2}", problem_index=i // 2, sample=i % 2, prompt="q",

@@ -41,7 +41,7 @@ POSITIONS = ("all", "steps")
 KINDS = ("s0", "token", "step_end")
 REQUIRED_COLUMNS = ("rollout_id", "problem_id", "prompt_ids", "response_ids", "step_ends", "finish_reason", "reward")
 # A capture directory is resumed or reused only if these match the run's own.
-SETTINGS = ("model", "revision", "layers", "dtype", "positions", "shard_rows", "rollouts_sha256")
+SETTINGS = ("model", "revision", "model_fingerprint", "layers", "dtype", "positions", "shard_rows", "rollouts_sha256")
 
 
 @dataclass
@@ -223,13 +223,14 @@ def capture(
     model, tokenizer, rollouts: pa.Table, out_dir: str | Path, layers: list[int] | str = "all",
     positions: str = "all", dtype: str = "float16", batch_size: int = 8, shard_rows: int = 8192, *,
     padding_side: str = "right", model_name: str | None = None, revision: str | None = None,
+    model_fingerprint: str | None = None,
 ) -> Path:
     """Capture the residual-stream states of `rollouts` (rollouts.parquet's columns) into `out_dir`.
 
     Resumes an interrupted capture of the same settings; returns at once if it is complete. Right padding is the
     default because pad tokens after a sequence cannot reach it through causal attention even if a model mishandled
-    the mask; left padding gives the same states (tested). `model_name`/`revision` are recorded in metadata.json
-    (default: the model's name_or_path).
+    the mask; left padding gives the same states (tested). `model_name`/`revision`/`model_fingerprint` are
+    recorded in metadata.json (default name: the model's name_or_path).
     """
     out_dir = Path(out_dir)
     if dtype not in STORAGE_DTYPES:
@@ -247,7 +248,8 @@ def capture(
     n_rows = plan.index.num_rows
     n_shards = -(-n_rows // shard_rows)
     meta = dict(
-        model=model_name or model.name_or_path, revision=revision, num_layers=n_layers,
+        model=model_name or model.name_or_path, revision=revision, model_fingerprint=model_fingerprint,
+        num_layers=n_layers,
         hidden_size=hidden_size, layers=layers, dtype=dtype, positions=positions, shard_rows=shard_rows,
         rollouts_sha256=plan.fingerprint, n_rollouts=rollouts.num_rows, n_rows=n_rows, shards=n_shards,
         compute_dtype=str(model.dtype).removeprefix("torch."), code_version=__version__, complete=False,
@@ -294,6 +296,8 @@ def capture(
 def check_compatible(existing: dict, expected: dict, where: Path) -> None:
     """Refuse to resume or reuse a capture made with other settings (another model, other rollouts...)."""
     for key in SETTINGS:
+        if key == "model_fingerprint" and None in (existing.get(key), expected.get(key)):
+            continue  # unknown on one side (a hub model not cached yet, a capture from an older version)
         if key in expected and existing.get(key) != expected[key]:
             raise RewardscopeError(
                 f"{where}: captured with {key}={existing.get(key)!r}, but this run has {key}={expected[key]!r}; "

@@ -8,7 +8,8 @@ from rewardscope.capture.extract import capture, check_compatible
 from rewardscope.config import Recipe
 from rewardscope.errors import RewardscopeError
 from rewardscope.io import read_json, read_parquet
-from rewardscope.models import load_from_config
+from rewardscope.models import load_from_config, model_fingerprint
+from rewardscope.rollout.stage import MODEL_KEY
 
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
@@ -17,10 +18,11 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
     out_dir = run_dir / "capture"
     meta_path = out_dir / "metadata.json"
     cfg = recipe.capture
+    fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision)
     if meta_path.exists():
         # Checked before the (slow) model load; capture() repeats the check with every setting.
-        expected = dict(model=recipe.model.name, revision=recipe.model.revision, dtype=cfg.dtype,
-                        positions=cfg.positions, shard_rows=cfg.shard_rows)
+        expected = dict(model=recipe.model.name, revision=recipe.model.revision, model_fingerprint=fingerprint,
+                        dtype=cfg.dtype, positions=cfg.positions, shard_rows=cfg.shard_rows)
         if cfg.layers != "all":
             expected["layers"] = sorted(set(cfg.layers))
         meta = read_json(meta_path)
@@ -31,9 +33,15 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
     if not rollouts_path.exists():
         raise RewardscopeError(f"{rollouts_path}: file not found (run the `rollout` stage first)")
     rollouts = read_parquet(rollouts_path)
+    sampled_by = (rollouts.schema.metadata or {}).get(MODEL_KEY, b"").decode() or None
+    if None not in (sampled_by, fingerprint) and sampled_by != fingerprint:
+        raise RewardscopeError(
+            f"{rollouts_path}: sampled from other weights of {recipe.model.name!r} ({sampled_by}, now {fingerprint}: "
+            f"retrained or replaced); capturing them now would pair responses with a model that did not write them")
     model, tokenizer = load_from_config(recipe.model)
     capture(model, tokenizer, rollouts, out_dir, cfg.layers, cfg.positions, cfg.dtype, cfg.batch_size,
-            cfg.shard_rows, model_name=recipe.model.name, revision=recipe.model.revision)
+            cfg.shard_rows, model_name=recipe.model.name, revision=recipe.model.revision,
+            model_fingerprint=fingerprint)
     return _summary(read_json(meta_path), out_dir)
 
 

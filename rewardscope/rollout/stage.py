@@ -3,8 +3,9 @@
 Files (docs/artifacts.md): `rollouts/shard-<k>.parquet` holds problems [k * P, (k + 1) * P) with
 P = rollout.problems_per_shard, written atomically once its rows are graded; `rollouts.parquet` is their
 concatenation, written when every shard exists; `rollouts/summary.json` marks the stage finished.
-`rollouts/recipe.json` keeps the recipe sections the rows depend on: resuming with a different recipe fails
-instead of mixing two. Resume: existing shards are skipped. Shard k is sampled with a seed derived from
+`rollouts/recipe.json` keeps the recipe sections the rows depend on and the weights' fingerprint
+(rewardscope.models.model_fingerprint): resuming with a different recipe, or with a model retrained under the same
+name, fails instead of mixing two. rollouts.parquet carries the fingerprint in its metadata for later stages. Resume: existing shards are skipped. Shard k is sampled with a seed derived from
 (rollout.seed, k), so a resumed run writes the same table as an uninterrupted one (on the same hardware, with
 the same batch size: batch composition changes the order of random draws).
 """
@@ -28,7 +29,7 @@ from rewardscope.data import build_prompt, load_problems
 from rewardscope.errors import RewardscopeError
 from rewardscope.grading import Grader
 from rewardscope.io import read_json, read_parquet, write_json, write_parquet
-from rewardscope.models import load_from_config
+from rewardscope.models import load_from_config, model_fingerprint
 from rewardscope.rollout import hf, vllm_backend
 from rewardscope.rollout.steps import step_ends
 
@@ -50,13 +51,14 @@ SCHEMA = pa.schema([
     ("reward_reason", pa.string()),
 ])
 ELAPSED_KEY = b"rewardscope.elapsed_s"  # parquet metadata: seconds spent generating and grading the rows
+MODEL_KEY = b"rewardscope.model_fingerprint"  # parquet metadata: the weights that sampled the rows ("" unknown)
 RECIPE_SECTIONS = ("model", "data", "prompt", "rollout", "grade")  # what the rows depend on
 
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
     """The pipeline stage: rollouts.parquet and its summary; a finished stage returns its saved summary."""
     summary_path = Path(run_dir) / "rollouts" / "summary.json"
-    _claim(summary_path.with_name("recipe.json"), recipe)
+    _claim(summary_path.with_name("recipe.json"), recipe, model_fingerprint(recipe.model.name, recipe.model.revision))
     if summary_path.exists():
         return read_json(summary_path)
     summary = summarize(rollout(recipe, run_dir))
@@ -73,7 +75,12 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
     """
     cfg, run_dir = recipe.rollout, Path(run_dir)
     out, shard_dir = run_dir / "rollouts.parquet", run_dir / "rollouts"
-    _claim(shard_dir / "recipe.json", recipe)
+    if model is None:
+        fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision)
+    else:  # a model object: its own folder if it came from one
+        source = getattr(model, "name_or_path", None)
+        fingerprint = model_fingerprint(source) if source and Path(source).is_dir() else None
+    _claim(shard_dir / "recipe.json", recipe, fingerprint)
     if out.exists():
         return out
     hf.check_sampling(cfg.n, cfg.temperature, cfg.top_p, cfg.max_new_tokens)
@@ -106,19 +113,27 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
     tables = [read_parquet(path) for path in paths]
     elapsed = sum(float(t.schema.metadata[ELAPSED_KEY]) for t in tables)
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
-    write_parquet(out, table.replace_schema_metadata({ELAPSED_KEY: f"{elapsed:.3f}"}))
+    recorded = read_json(shard_dir / "recipe.json").get("model_fingerprint") or ""
+    write_parquet(out, table.replace_schema_metadata({ELAPSED_KEY: f"{elapsed:.3f}", MODEL_KEY: recorded}))
     return out
 
 
-def _claim(path: Path, recipe: Recipe) -> None:
-    """Record the recipe the shards come from, or check that it is the one already recorded."""
+def _claim(path: Path, recipe: Recipe, fingerprint: str | None) -> None:
+    """Record the recipe and weights the shards come from, or check that they are the ones already recorded."""
     sections = {k: v for k, v in recipe.to_dict().items() if k in RECIPE_SECTIONS}
     del sections["grade"]["workers"]  # how fast grading runs, not what it gives
     sections = json.loads(json.dumps(sections))  # the JSON round trip makes the comparison exact
     if not path.exists():
-        write_json(path, sections)
+        write_json(path, {**sections, "model_fingerprint": fingerprint})
         return
     saved = read_json(path)
+    recorded = saved.get("model_fingerprint")
+    if recorded is None and fingerprint is not None:  # first seen now (a hub model cached by the first run)
+        write_json(path, {**saved, "model_fingerprint": fingerprint})
+    elif fingerprint is not None and recorded != fingerprint:
+        raise RewardscopeError(
+            f"{path}: the shards beside it were sampled from other weights of {recipe.model.name!r} "
+            f"({recorded}, now {fingerprint}: retrained or replaced); use another run directory (or delete this one)")
     changed = [f"{s}.{k}" for s in RECIPE_SECTIONS for k in set(saved.get(s, {})) | set(sections[s])
                if saved.get(s, {}).get(k) != sections[s].get(k)]
     if changed:
