@@ -25,6 +25,7 @@ bench: setup
 	$(BIN)/python bench/rollouts.py
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/probes.py --threads 1
+	$(BIN)/python bench/probes.py --threads 2
 
 clean:
 	rm -rf $(VENV) runs
