@@ -249,9 +249,8 @@ def capture(
     n_shards = -(-n_rows // shard_rows)
     meta = dict(
         model=model_name or model.name_or_path, revision=revision, model_fingerprint=model_fingerprint,
-        num_layers=n_layers,
-        hidden_size=hidden_size, layers=layers, dtype=dtype, positions=positions, shard_rows=shard_rows,
-        rollouts_sha256=plan.fingerprint, n_rollouts=rollouts.num_rows, n_rows=n_rows, shards=n_shards,
+        num_layers=n_layers, hidden_size=hidden_size, layers=layers, dtype=dtype, positions=positions,
+        shard_rows=shard_rows, rollouts_sha256=plan.fingerprint, n_rollouts=rollouts.num_rows, n_rows=n_rows, shards=n_shards,
         compute_dtype=str(model.dtype).removeprefix("torch."), code_version=__version__, complete=False,
     )
     meta_path = out_dir / "metadata.json"

@@ -4,10 +4,11 @@ Files (docs/artifacts.md): `rollouts/shard-<k>.parquet` holds problems [k * P, (
 P = rollout.problems_per_shard, written atomically once its rows are graded; `rollouts.parquet` is their
 concatenation, written when every shard exists; `rollouts/summary.json` marks the stage finished.
 `rollouts/recipe.json` keeps the recipe sections the rows depend on and the weights' fingerprint
-(rewardscope.models.model_fingerprint): resuming with a different recipe, or with a model retrained under the same
-name, fails instead of mixing two. rollouts.parquet carries the fingerprint in its metadata for later stages. Resume: existing shards are skipped. Shard k is sampled with a seed derived from
-(rollout.seed, k), so a resumed run writes the same table as an uninterrupted one (on the same hardware, with
-the same batch size: batch composition changes the order of random draws).
+(rewardscope.models.model_fingerprint): resuming with a different recipe, or with a model retrained under the
+same name, fails instead of mixing two; rollouts.parquet carries the fingerprint in its metadata for later
+stages. Resume: existing shards are skipped. Shard k is sampled with a seed derived from (rollout.seed, k), so a
+resumed run writes the same table as an uninterrupted one (on the same hardware, with the same batch size:
+batch composition changes the order of random draws).
 """
 
 from __future__ import annotations
