@@ -19,6 +19,10 @@ import pyarrow.parquet as pq
 from rewardscope.errors import RewardscopeError
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the mode an ordinary open() would give, for files made through mkstemp (0600)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed to `path`, on error removed."""
@@ -31,6 +35,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # results on a shared cluster stay readable as any other file would
         os.replace(tmp, path)
     finally:
         if tmp.exists():
