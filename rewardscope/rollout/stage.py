@@ -59,8 +59,9 @@ RECIPE_SECTIONS = ("model", "data", "prompt", "rollout", "grade")  # what the ro
 def run(recipe: Recipe, run_dir: Path) -> dict:
     """The pipeline stage: rollouts.parquet and its summary; a finished stage returns its saved summary."""
     summary_path = Path(run_dir) / "rollouts" / "summary.json"
-    _claim(summary_path.with_name("recipe.json"), recipe, model_fingerprint(recipe.model.name, recipe.model.revision))
-    if summary_path.exists():
+    if summary_path.exists():  # rollout() makes the same check when there is work left
+        fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision)
+        _claim(summary_path.with_name("recipe.json"), recipe, fingerprint)
         return read_json(summary_path)
     summary = summarize(rollout(recipe, run_dir))
     write_json(summary_path, summary)
@@ -81,7 +82,7 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
     else:  # a model object: its own folder if it came from one
         source = getattr(model, "name_or_path", None)
         fingerprint = model_fingerprint(source) if source and Path(source).is_dir() else None
-    _claim(shard_dir / "recipe.json", recipe, fingerprint)
+    fingerprint = _claim(shard_dir / "recipe.json", recipe, fingerprint)
     if out.exists():
         return out
     hf.check_sampling(cfg.n, cfg.temperature, cfg.top_p, cfg.max_new_tokens)
@@ -114,19 +115,21 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
     tables = [read_parquet(path) for path in paths]
     elapsed = sum(float(t.schema.metadata[ELAPSED_KEY]) for t in tables)
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
-    recorded = read_json(shard_dir / "recipe.json").get("model_fingerprint") or ""
-    write_parquet(out, table.replace_schema_metadata({ELAPSED_KEY: f"{elapsed:.3f}", MODEL_KEY: recorded}))
+    metadata = {ELAPSED_KEY: f"{elapsed:.3f}", MODEL_KEY: fingerprint or ""}
+    write_parquet(out, table.replace_schema_metadata(metadata))
     return out
 
 
-def _claim(path: Path, recipe: Recipe, fingerprint: str | None) -> None:
-    """Record the recipe and weights the shards come from, or check that they are the ones already recorded."""
+def _claim(path: Path, recipe: Recipe, fingerprint: str | None) -> str | None:
+    """Record the recipe and weights the shards come from, or check that they are the ones already recorded.
+
+    Returns the weights' fingerprint on record (None: unknown)."""
     sections = {k: v for k, v in recipe.to_dict().items() if k in RECIPE_SECTIONS}
     del sections["grade"]["workers"]  # how fast grading runs, not what it gives
     sections = json.loads(json.dumps(sections))  # the JSON round trip makes the comparison exact
     if not path.exists():
         write_json(path, {**sections, "model_fingerprint": fingerprint})
-        return
+        return fingerprint
     saved = read_json(path)
     recorded = saved.get("model_fingerprint")
     if recorded is None and fingerprint is not None:  # first seen now (a hub model cached by the first run)
@@ -140,6 +143,7 @@ def _claim(path: Path, recipe: Recipe, fingerprint: str | None) -> None:
     if changed:
         raise RewardscopeError(f"{path}: the shards beside it come from a recipe that differs in "
                                f"{', '.join(sorted(changed))}; use another run directory (or delete this one)")
+    return recorded or fingerprint
 
 
 def _backend(recipe: Recipe, model, tokenizer):
