@@ -1,6 +1,7 @@
 """Stage `probe` end to end on a real capture: a tiny Qwen3 reads hand-written rollouts whose reward shows only
 in their last line ("!!!!" correct, "????" wrong), so the known answer is: last-token AUROC near 1, s0 at
-chance. Also: saved probes reproduce the results, resume after an interruption, no-op when finished, errors."""
+chance. Also: saved probes reproduce the results, an interrupted stage resumes to identical results, a finished
+one is a no-op, the headline layer is chosen on validation problems, errors."""
 
 from __future__ import annotations
 
@@ -87,33 +88,72 @@ def strict_json(path):
 def test_known_answer_files_and_tables(finished):
     run_dir, recipe, summary, _ = finished
     out = run_dir / "probe"
-    assert sorted(p.name for p in out.iterdir()) == ["probes.safetensors", "results.json", "value_neurons.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["probes.safetensors", "results.json", "split.json",
+                                                      "value_neurons.json"]
     results = strict_json(out / "results.json")
     assert read_json(run_dir / "results.json")["probe"] == summary == results["summary"]
     assert results["main"] == "TD(0)" and set(results["auroc"]) == {"TD(0)", "Monte-Carlo"}
 
     split = results["split"]
-    assert split["held_out"] == {"problems": 5, "rollouts": 20} and split["train"] == {"problems": 19, "rollouts": 76}
-    assert len(split["held_out_problems"]) == 5
+    assert split["held_out"] == {"problems": 5, "rollouts": 20}
+    assert split["validation"] == {"problems": 3, "rollouts": 12} and split["train"] == {"problems": 16, "rollouts": 64}
+    parts = strict_json(out / "split.json")
+    assert sorted(parts["held_out"]) == sorted(split["held_out_problems"]) and len(parts["held_out"]) == 5
+    assert len(set(parts["train"]) | set(parts["validation"]) | set(parts["held_out"])) == 24  # disjoint, all
     for label, table in results["auroc"].items():
         assert sorted(table) == ["0", "1", "2"]
         for layer, row in table.items():
             assert row["last"]["n_rollouts"] == row["s0"]["n_rollouts"] == 20 and row["last"]["n_problems"] == 5
             assert row["step_end"]["n_states"] > 20  # every line's end, pooled
             assert row["last"]["auroc"] > 0.9, (label, layer, row["last"])  # the outcome is in the last tokens
+            assert row["last"]["holm_significant"] is True and row["last"]["p_value"] < 0.001
             assert row["s0"]["ci95"][0] < 0.5 < row["s0"]["ci95"][1]  # the prompt says nothing about it
-    assert summary["best_layer"]["last"]["auroc"] > 0.9
+            assert row["s0"]["holm_significant"] is False
+            assert row["s0"]["n_boot"] + row["s0"]["n_boot_dropped"] == 200
+        family = results["multiple_comparisons"][label]
+        assert family["method"] == "Holm-Bonferroni" and family["family_size"] == 9  # 3 layers x 3 positions
+    for label, per_layer in results["training"]["1"].items():
+        assert 1 <= per_layer["best_epoch"] <= per_layer["epochs_run"] <= 15 and per_layer["early_stopping"]
+        curves = results["loss_curves"]["1"][label]
+        assert len(curves["train"]) == len(curves["validation"]) == per_layer["epochs_run"]
+        assert per_layer["validation_loss"] == min(curves["validation"])  # the kept epoch is the best one
+    chosen = summary["chosen_layer"]["last"]
+    assert chosen["auroc"] > 0.9 and chosen["validation_auroc"] > 0.9
+    assert chosen["auroc"] == results["auroc"]["TD(0)"][str(chosen["layer"])]["last"]["auroc"]  # held-out figure
+    assert "validation" in summary["chosen_by"]
     assert set(results["td0_minus_monte_carlo"]["2"]) == {"s0", "step_end", "last"}
 
     for layer in ("0", "1", "2"):
         sweep = results["sweep"][layer]
         assert [r["kept_dims"] for r in sweep] == [64, 32, 6] and [r["ratio"] for r in sweep] == [0.0, 0.5, 0.9]
         assert len(sweep[2]["random_dims"]["last"]["draws"]) == 2 and "ci95" in sweep[2]["value_minus_random"]["s0"]
+        assert len(sweep[2]["epochs"]["random_dims"]) == 2 and sweep[2]["epochs"]["value_dims"] >= 1
     neurons = strict_json(out / "value_neurons.json")
     assert neurons["fraction"] == 0.05 and neurons["hidden_size"] == 64
     for entries in neurons["layers"].values():
         assert [e["rank"] for e in entries] == [0, 1, 2]
         assert entries[0]["score"] >= entries[1]["score"] >= entries[2]["score"]
+
+
+def test_headline_layer_is_chosen_on_validation_problems_not_held_out_ones(finished):
+    run_dir, _, summary, _ = finished
+    results = read_json(run_dir / "probe" / "results.json")
+    for pos, chosen in summary["chosen_layer"].items():
+        by_validation = {layer: v[pos] for layer, v in results["validation_auroc"]["TD(0)"].items()}
+        assert chosen["layer"] == int(max(by_validation, key=lambda layer: (by_validation[layer], -int(layer))))
+
+
+def test_loss_curve_of_a_layer_is_its_own_whatever_its_group(finished, tmp_path):
+    run_dir, recipe, _, model_dir = finished
+    alone = load_recipe(overrides={**SETTINGS, "model.name": str(model_dir), "probe.layers": [1]})
+    stage.run(alone, beside(run_dir, tmp_path / "alone"))
+    grouped, single = (read_json(d / "probe" / "results.json") for d in (run_dir, tmp_path / "alone"))
+    curves = [r["loss_curves"]["1"]["TD(0)"]["train"] for r in (grouped, single)]
+    # Batched and single fits agree up to BLAS rounding (a group's mean over layers would not); a group trains on
+    # until its last probe stops, so its curve may be longer, but each probe keeps its own best epoch.
+    n = min(map(len, curves))
+    assert curves[1][:n] == pytest.approx(curves[0][:n], rel=1e-3)
+    assert grouped["training"]["1"]["TD(0)"]["best_epoch"] == single["training"]["1"]["TD(0)"]["best_epoch"]
 
 
 def test_saved_probes_reproduce_the_results(finished):
@@ -143,7 +183,7 @@ def test_finished_stage_is_a_no_op(finished):
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "probe").iterdir()} == before
 
 
-def test_interrupted_stage_resumes_to_the_same_results(finished, tmp_path, monkeypatch):
+def test_interrupted_stage_resumes_to_identical_results(finished, tmp_path, monkeypatch):
     run_dir, recipe, _, _ = finished
     copy = beside(run_dir, tmp_path / "run")
 
@@ -157,14 +197,14 @@ def test_interrupted_stage_resumes_to_the_same_results(finished, tmp_path, monke
     parts = copy / "probe" / "layers"
     assert sorted(p.name for p in parts.iterdir())[:2] == ["layer_000.json", "layer_000.safetensors"]
     assert not (copy / "probe" / "results.json").exists()
-    (parts / "layer_001.json").unlink()  # as if killed while layer 1 was being written: it is redone, alone
+    (parts / "layer_001.json").unlink()  # as if killed while layer 1 was being written: its group is redone
     stage.run(recipe, copy)
     resumed, original = read_json(copy / "probe" / "results.json"), read_json(run_dir / "probe" / "results.json")
-    for label in ("TD(0)", "Monte-Carlo"):
-        for layer in ("0", "1", "2"):
-            for pos in ("s0", "step_end", "last"):
-                assert resumed["auroc"][label][layer][pos]["auroc"] == pytest.approx(
-                    original["auroc"][label][layer][pos]["auroc"], abs=0.01)
+    for results in (resumed, original):
+        results["summary"].pop("path")
+    assert resumed == original  # AUROCs, sweep, value neurons, curves: all of it, bit for bit
+    for name in ("value_neurons.json", "split.json"):
+        assert read_json(copy / "probe" / name) == read_json(run_dir / "probe" / name)
     assert not parts.exists()
 
 
@@ -180,8 +220,8 @@ def test_step_level_on_a_steps_capture_and_option_errors(finished, tmp_path):
     recipe = build_run(tmp_path / "steps", model_dir, positions="steps",
                        **{"probe.level": "step", "sweep.ratios": [0.0, 0.9], "probe.layers": [2]})
     summary = stage.run(recipe, tmp_path / "steps")
-    assert summary["layers"] == 1 and summary["best_layer"]["last"]["layer"] == 2
-    assert summary["best_layer"]["last"]["auroc"] > 0.9
+    assert summary["layers"] == 1 and summary["chosen_layer"]["last"]["layer"] == 2
+    assert summary["chosen_layer"]["last"]["auroc"] > 0.9
     fresh = beside(tmp_path / "steps", tmp_path / "fresh")
     for overrides, message in [
         ({"probe.level": "token"}, r"probe.level 'token' needs every token's state.*capture.positions=all"),

@@ -11,6 +11,14 @@ AdamW's update is element-wise. So layer 7's probe is the same whether it traine
 up to rounding: BLAS rounds a batched product differently from a single one, and over many epochs Adam can
 amplify that (docs/probes.md gives the measured size: AUROCs agree far within seed-to-seed variation).
 
+Training length: with `patience` and validation trajectories (held apart from the training ones, by problem),
+each probe keeps the weights of its epoch with the lowest validation loss and the fit ends once no probe has
+improved for `patience` epochs (`epochs` is the cap); `patience=None` trains exactly `epochs` epochs (the
+paper's protocol). The validation loss is the MSE of V against the rollout's terminal reward at every state:
+an unbiased target of the value whatever lambda the probe is trained with (a TD loss can fall by flattening V).
+Probes stop independently: in a batched fit a probe past its best epoch keeps training, but its best weights
+are what it keeps, so it ends as it would have alone.
+
 Memory: X stays where it is (GPU or CPU) in its own dtype (e.g. float16); each step gathers one batch of
 states, [P, n_batch, k] in float32 on `device`, plus the hidden activations [P, n_batch, hidden]. Parameters
 with AdamW's two moments and the gradient take 4 * P * (k + 2) * hidden floats.
@@ -23,6 +31,7 @@ import math
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
+from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from rewardscope.errors import RewardscopeError
@@ -45,7 +54,8 @@ class LayerwiseValueProbes(BaseEstimator):
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         batch_trajectories: int = 4,
-        epochs: int = 100,
+        epochs: int = 100,  # the cap with early stopping; exactly this many without (patience=None)
+        patience: int | None = None,  # epochs without a better validation loss before stopping; None: no stop
         seed: int = 0,
         device: str = "cpu",
         progress: bool | str = False,  # a progress bar over epochs; a string is its label
@@ -60,6 +70,7 @@ class LayerwiseValueProbes(BaseEstimator):
         self.weight_decay = weight_decay
         self.batch_trajectories = batch_trajectories
         self.epochs = epochs
+        self.patience = patience
         self.seed = seed
         self.device = device
         self.progress = progress
@@ -73,17 +84,21 @@ class LayerwiseValueProbes(BaseEstimator):
     # ------------------------------------------------------------------------------------------------------
     # Training
 
-    def fit(self, X: torch.Tensor, trajectories: Trajectories, dims=None, sources=None) -> LayerwiseValueProbes:
+    def fit(self, X: torch.Tensor, trajectories: Trajectories, dims=None, sources=None,
+            validation: Trajectories | None = None) -> LayerwiseValueProbes:
         """Train on states X [L, N, d] along `trajectories` (rows of X).
 
         dims [P, k]: input dims of each probe (default: all d); sources [P]: the layer of X each probe reads
-        (default: probe l reads layer l).
+        (default: probe l reads layer l); validation: trajectories of other problems, for early stopping (and
+        recorded in `validation_curve_` either way).
         """
         self._check_params()
         if X.dim() != 3:
             raise RewardscopeError(f"states: expected [layers, rows, dims], got shape {list(X.shape)}")
         if len(trajectories) == 0:
             raise RewardscopeError("probe: no training trajectories")
+        if self.patience is not None and (validation is None or len(validation) == 0):
+            raise RewardscopeError("probe.patience: early stopping needs validation trajectories (none given)")
         device = torch.device(self.device)
         self.sources_ = torch.arange(X.shape[0]) if sources is None else torch.as_tensor(sources, dtype=torch.long)
         self.dims_ = None if dims is None else torch.as_tensor(dims, dtype=torch.long).to(device)
@@ -102,9 +117,12 @@ class LayerwiseValueProbes(BaseEstimator):
         rewards = torch.as_tensor(trajectories.rewards, device=device)
         order = torch.Generator().manual_seed(self.seed)
         label = self.progress if isinstance(self.progress, str) else f"{n_probes} probes"
-        self.loss_curve_ = []  # mean training loss per epoch and probe
-        for _ in tqdm(range(self.epochs), desc=label, disable=not self.progress, leave=False):
-            total = torch.zeros((), device=device)  # summed on device: no GPU sync per step
+        best = {name: w.detach().clone() for name, w in weights.items()}
+        best_loss = torch.full((n_probes,), float("inf"))
+        self.best_epoch_ = torch.zeros(n_probes, dtype=torch.long)  # epochs behind the kept weights
+        train_curve, validation_curve = [], []  # per epoch: [P] mean training loss / validation MSE
+        for epoch in tqdm(range(1, self.epochs + 1), desc=label, disable=not self.progress, leave=False):
+            total = torch.zeros(n_probes, device=device)  # summed on device: no GPU sync per step
             for batch in torch.randperm(len(trajectories), generator=order).split(self.batch_trajectories):
                 batch = batch.tolist()
                 batch_rows = torch.cat([rows[offsets[i] : offsets[i + 1]] for i in batch])
@@ -112,15 +130,46 @@ class LayerwiseValueProbes(BaseEstimator):
                 targets = lambda_returns(
                     values.detach(), lengths[batch], rewards[batch], self.gamma, self.td_lambda
                 )
-                loss = (values - targets).pow(2).mean(dim=1).sum()  # each probe's own MSE; sum = independent
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                per_probe = (values - targets).pow(2).mean(dim=1)  # each probe's own MSE; their sum trains
+                optimizer.zero_grad(set_to_none=True)  # every probe independently
+                per_probe.sum().backward()
                 optimizer.step()
-                total += loss.detach() * len(batch)
-            self.loss_curve_.append(total.item() / len(trajectories) / n_probes)
-        self.weights_ = {name: w.detach() for name, w in weights.items()}
+                total += per_probe.detach() * len(batch)
+            train_curve.append((total / len(trajectories)).cpu())
+            if validation is None:
+                continue
+            validation_curve.append(self._reward_mse(weights, X, validation))
+            improved = validation_curve[-1] < best_loss
+            if self.patience is None:  # no early stopping: the last epoch's weights are kept
+                improved[:] = True
+            best_loss = torch.where(improved, validation_curve[-1], best_loss)
+            self.best_epoch_[improved] = epoch
+            mask = improved.to(device)
+            for name, w in weights.items():
+                best[name][mask] = w.detach()[mask]
+            if self.patience is not None and bool((epoch - self.best_epoch_ >= self.patience).all()):
+                break
+        final = {name: w.detach() for name, w in weights.items()}
+        self.weights_ = best if validation is not None else final
+        if validation is None:
+            self.best_epoch_[:] = len(train_curve)
+        self.n_epochs_ = len(train_curve)
+        self.loss_curve_ = torch.stack(train_curve).T.tolist() if train_curve else [[] for _ in range(n_probes)]
+        self.validation_curve_ = (torch.stack(validation_curve).T.tolist() if validation_curve
+                                  else [[] for _ in range(n_probes)])
         self.feature_scores_ = self.weights_["W1"].abs().sum(dim=-1)  # [P, k]: L1 norm of each input's weights
         return self
+
+    def _reward_mse(self, weights: dict, X: torch.Tensor, validation: Trajectories) -> torch.Tensor:
+        """[P] mean squared error of V against each state's terminal reward, over the validation states."""
+        with torch.no_grad():
+            rows = torch.as_tensor(validation.rows)
+            rewards = torch.as_tensor(np.repeat(validation.rewards, validation.lengths))
+            total = torch.zeros(len(self.sources_))
+            for chunk, target in zip(rows.split(PREDICT_CHUNK), rewards.split(PREDICT_CHUNK)):
+                v = self._forward(weights, self._inputs(X, chunk)).cpu()
+                total += (v - target).pow(2).sum(dim=1)
+            return total / max(len(rows), 1)
 
     def _check_params(self) -> None:
         for name, allowed in (("arch", ("mlp", "linear")), ("output", ("sigmoid", "linear"))):
@@ -128,6 +177,20 @@ class LayerwiseValueProbes(BaseEstimator):
                 raise RewardscopeError(f"probe.{name}: {getattr(self, name)!r} is not one of {list(allowed)}")
         if not 0 <= self.td_lambda <= 1:
             raise RewardscopeError(f"probe.td_lambda: {self.td_lambda} is not between 0 and 1")
+        checks = (
+            ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
+            ("hidden", _is_int(self.hidden) and self.hidden >= 1, "an integer >= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("batch_trajectories", _is_int(self.batch_trajectories) and self.batch_trajectories >= 1,
+             "an integer >= 1"),
+            ("epochs", _is_int(self.epochs) and self.epochs >= 0, "an integer >= 0"),
+            ("patience", self.patience is None or (_is_int(self.patience) and self.patience >= 1),
+             "null (no early stopping) or an integer >= 1"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise RewardscopeError(f"probe.{name}: {getattr(self, name)!r} is not {expected}")
 
     def _initial_weights(self, n_probes: int, k: int, device: torch.device) -> dict[str, torch.Tensor]:
         # One draw, copied to every probe: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as nn.Linear's default.
@@ -197,6 +260,7 @@ class LayerwiseValueProbes(BaseEstimator):
 
         keep [P, k] (bool): inputs outside it are zeroed after standardization (pruning without retraining).
         """
+        check_is_fitted(self, "weights_")
         rows = torch.arange(X.shape[1]) if rows is None else torch.as_tensor(rows, dtype=torch.long)
         keep = None if keep is None else torch.as_tensor(keep)
         chunks = [self._forward(self.weights_, self._inputs(X, c, keep)).cpu() for c in rows.split(PREDICT_CHUNK)]
@@ -204,13 +268,18 @@ class LayerwiseValueProbes(BaseEstimator):
 
     def select(self, probes) -> LayerwiseValueProbes:
         """A fitted copy holding only `probes` (indices), each still reading its own layer of X."""
-        idx = torch.as_tensor(probes, dtype=torch.long)
+        check_is_fitted(self, "weights_")
+        idx = torch.as_tensor(probes, dtype=torch.long).reshape(-1)
         model = clone(self)
         model.weights_ = {name: w[idx.to(w.device)] for name, w in self.weights_.items()}
-        for name in ("mean_", "scale_", "dims_", "sources_", "feature_scores_"):
-            value = getattr(self, name)
+        for name in ("mean_", "scale_", "dims_", "sources_", "best_epoch_"):
+            value = getattr(self, name, None)
             setattr(model, name, None if value is None else value[idx.to(value.device)])
-        model.loss_curve_ = self.loss_curve_
+        model.feature_scores_ = model.weights_["W1"].abs().sum(dim=-1)
+        model.n_epochs_ = getattr(self, "n_epochs_", None)
+        for name in ("loss_curve_", "validation_curve_"):
+            curves = getattr(self, name, None)
+            setattr(model, name, None if curves is None else [curves[i] for i in idx.tolist()])
         return model
 
     # ------------------------------------------------------------------------------------------------------
@@ -218,6 +287,7 @@ class LayerwiseValueProbes(BaseEstimator):
 
     def state_tensors(self, probe: int) -> dict[str, torch.Tensor]:
         """Probe `probe`'s learned tensors: weights, input statistics and input dims, on the CPU."""
+        check_is_fitted(self, "weights_")
         out = {name: w[probe].cpu() for name, w in self.weights_.items()}
         if self.mean_ is not None:
             out.update(mean=self.mean_[probe].cpu(), scale=self.scale_[probe].cpu())
@@ -238,21 +308,46 @@ class LayerwiseValueProbes(BaseEstimator):
         model.mean_, model.scale_, model.dims_ = stack("mean"), stack("scale"), stack("dims")
         model.sources_ = torch.arange(len(probes))
         model.feature_scores_ = model.weights_["W1"].abs().sum(dim=-1)
-        model.loss_curve_ = []  # not saved
-        return model
+        return model  # training curves are in the stage's results.json, not in the tensors
 
 
 class ValueProbe(LayerwiseValueProbes):
     """One value probe on states X [N, d]: LayerwiseValueProbes with a single probe.
 
-    feature_scores_ is [k]; every other learned attribute keeps a leading probe axis of size 1.
+    feature_scores_ is [k], loss_curve_ and validation_curve_ are that probe's lists; every other learned
+    attribute keeps a leading probe axis of size 1.
     """
 
-    def fit(self, X: torch.Tensor, trajectories: Trajectories, dims=None) -> ValueProbe:
-        super().fit(X[None], trajectories, dims=None if dims is None else torch.as_tensor(dims)[None])
+    def fit(self, X: torch.Tensor, trajectories: Trajectories, dims=None,
+            validation: Trajectories | None = None) -> ValueProbe:
+        super().fit(X[None], trajectories, dims=None if dims is None else torch.as_tensor(dims)[None],
+                    validation=validation)
+        return self._single()
+
+    def _single(self) -> ValueProbe:
         self.feature_scores_ = self.feature_scores_[0]
+        self.loss_curve_, self.validation_curve_ = self.loss_curve_[0], self.validation_curve_[0]
         return self
 
     def predict(self, X: torch.Tensor, rows=None, keep=None) -> torch.Tensor:
         """V of `rows` of X [N, d]: [n] float32 on the CPU."""
         return super().predict(X[None], rows, None if keep is None else torch.as_tensor(keep)[None])[0]
+
+    def select(self, probes) -> ValueProbe:
+        """A copy of this one probe (`probes` must be [0]): the shapes of its learned attributes are kept."""
+        if torch.as_tensor(probes).reshape(-1).tolist() != [0]:
+            raise RewardscopeError(f"ValueProbe.select: a single probe has only index 0, not {probes!r}")
+        return LayerwiseValueProbes.select(self._lift(), [0])._single()
+
+    def _lift(self) -> ValueProbe:
+        """A copy whose learned attributes have the probe axis back, as LayerwiseValueProbes keeps them."""
+        model = clone(self)
+        for name in ("weights_", "mean_", "scale_", "dims_", "sources_", "best_epoch_", "n_epochs_"):
+            setattr(model, name, getattr(self, name, None))
+        model.feature_scores_ = self.feature_scores_[None]
+        model.loss_curve_, model.validation_curve_ = [self.loss_curve_], [self.validation_curve_]
+        return model
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

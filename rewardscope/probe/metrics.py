@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm
 
 POSITIONS = ("s0", "step_end", "last")  # V before generation, at every step end (pooled), at the last token
 
@@ -51,6 +52,8 @@ class HeldOut:
 
 def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUROC for each row of sample weights [B, n] (ties count one half); NaN where a class has no weight."""
+    if len(scores) == 0:
+        return np.full(len(weights), np.nan)
     order = np.argsort(scores, kind="stable")
     s, y, w = scores[order], labels[order].astype(bool), weights[:, order]
     starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # groups of tied scores
@@ -87,13 +90,20 @@ def summary(replicates: np.ndarray, labels: np.ndarray, problems: np.ndarray, ro
         "n_correct_states": int(labels.sum()),
     }
     if np.isnan(replicates[0]):
-        what = "no held-out states" if len(labels) == 0 else f"all {len(labels)} held-out states are " + (
-            "from correct rollouts" if labels.all() else "from wrong rollouts"
-        )
+        if len(labels) == 0:
+            what = "no held-out states at this position (e.g. no response has a step end)"
+        else:
+            what = f"all {len(labels)} held-out states are " + (
+                "from correct rollouts" if labels.all() else "from wrong rollouts")
         out["note"] = f"AUROC undefined: {what} (it needs both correct and wrong rollouts)"
         return out
+    boot = replicates[1:]
+    valid = boot[~np.isnan(boot)]
     out["auroc"] = float(replicates[0])
-    out["ci95"] = percentile_ci(replicates[1:])
+    out["ci95"] = percentile_ci(boot)
+    out["p_value"] = wald_p_value(float(replicates[0]), valid, null=0.5)
+    out["n_boot"] = int(len(valid))
+    out["n_boot_dropped"] = int(len(boot) - len(valid))  # resamples that drew one class only: no AUROC
     return out
 
 
@@ -103,10 +113,56 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> dict:
     return {"delta": None if np.isnan(diff[0]) else float(diff[0]), "ci95": percentile_ci(diff[1:])}
 
 
+def wald_p_value(estimate: float, replicates: np.ndarray, null: float) -> float | None:
+    """Two-sided p-value of `estimate` against `null`, with the bootstrap replicates' standard deviation as SE."""
+    if len(replicates) < 2:
+        return None
+    se = float(np.std(replicates, ddof=1))
+    if se == 0:
+        return 1.0 if estimate == null else 0.0
+    return float(2 * norm.sf(abs(estimate - null) / se))
+
+
+def holm(p_values: list[float | None], alpha: float = 0.05) -> list[bool | None]:
+    """Holm-Bonferroni step-down: which hypotheses are rejected at family-wise level `alpha` (None: no test).
+
+    The family is every defined p-value given; undefined ones (None) are not counted."""
+    defined = [i for i, p in enumerate(p_values) if p is not None]
+    rejected: list[bool | None] = [None if p is None else False for p in p_values]
+    m = len(defined)
+    for rank, i in enumerate(sorted(defined, key=lambda i: p_values[i])):
+        if p_values[i] > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def mark_holm(cells: list[dict], alpha: float = 0.05) -> dict:
+    """Set `holm_significant` on each AUROC summary of one family (a table's layers x positions); returns a
+    description of the correction for the report."""
+    for cell, significant in zip(cells, holm([c.get("p_value") for c in cells], alpha)):
+        cell["holm_significant"] = significant
+    m = sum(c.get("p_value") is not None for c in cells)
+    return {"method": "Holm-Bonferroni", "alpha": alpha, "family_size": m,
+            "test": "two-sided Wald test of AUROC = 0.5 with the problem-bootstrap standard error",
+            "significant": sum(bool(c["holm_significant"]) for c in cells)}
+
+
 def percentile_ci(replicates: np.ndarray) -> list[float] | None:
     """The 2.5 and 97.5 percentiles of bootstrap replicates; None when none is defined."""
     valid = replicates[~np.isnan(replicates)]  # resamples that drew a single class have no AUROC
     return [float(v) for v in np.percentile(valid, [2.5, 97.5])] if len(valid) else None
+
+
+def point_aurocs(values: np.ndarray, held_out: HeldOut) -> dict[str, list[float | None]]:
+    """Per position, the AUROC of each probe's predictions [P, n] on `held_out` (no CI): for choosing, not
+    for reporting."""
+    out = {}
+    for position, idx in held_out.positions.items():
+        labels, ones = held_out.labels[idx], np.ones((1, len(idx)))
+        out[position] = [None if np.isnan(a := weighted_auroc(v[idx], labels, ones)[0]) else float(a)
+                         for v in values]
+    return out
 
 
 def evaluate(values: np.ndarray, held_out: HeldOut, boot: ProblemBootstrap) -> tuple[list[dict], dict]:

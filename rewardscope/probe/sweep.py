@@ -57,8 +57,12 @@ def pruning_sweep(
     ratios: list[float],
     random_draws: int,
     seed: int,
+    validation: Trajectories | None = None,
 ) -> list[list[dict]]:
-    """The sweep of `full` (probes on all dims of layers `layer_ids`): per probe, one row per ratio."""
+    """The sweep of `full` (probes on all dims of layers `layer_ids`): per probe, one row per ratio.
+
+    Retrained probes train as `full` did (same hyper-parameters, same `validation` for early stopping), so a
+    pruned probe gets the same chance to converge as the full one; each row records their epochs."""
     n_probes, d = full.feature_scores_.shape
     order = rank_dims(full.feature_scores_)
     full_values = full.predict(X, held_out.rows).numpy()
@@ -67,6 +71,7 @@ def pruning_sweep(
         k = kept_count(ratio, d)
         if k == d:  # nothing pruned: every arm is the full probe itself
             value, masked, random = full_values, full_values, [full_values] * random_draws
+            epochs = full.best_epoch_.repeat(1 + random_draws)
         else:
             top = order[:, :k]
             drawn = [torch.as_tensor(random_dims(d, k, layer, i, j, seed))
@@ -74,8 +79,9 @@ def pruning_sweep(
             dims = torch.cat([top, torch.stack(drawn)]) if drawn else top
             label = f"sweep {ratio:g} (layers {layer_ids[0]}-{layer_ids[-1]})" if full.progress else False
             retrained = clone(full).set_params(progress=label)
-            retrained.fit(X, train, dims=dims, sources=full.sources_.repeat(1 + random_draws))
+            retrained.fit(X, train, dims=dims, sources=full.sources_.repeat(1 + random_draws), validation=validation)
             values = retrained.predict(X, held_out.rows).numpy()
+            epochs = retrained.best_epoch_
             value, random = values[:n_probes], list(values[n_probes:].reshape(random_draws, n_probes, -1))
             keep = torch.zeros(n_probes, d, dtype=torch.bool).scatter_(1, top, True)
             masked = full.predict(X, held_out.rows, keep=keep).numpy()
@@ -83,7 +89,9 @@ def pruning_sweep(
         masked_tables, _ = evaluate(masked, held_out, boot)
         random_evals = [evaluate(v, held_out, boot) for v in random]
         for p in range(n_probes):
-            row = {"ratio": ratio, "kept_dims": k, "value_dims": value_tables[p], "masked": masked_tables[p]}
+            row = {"ratio": ratio, "kept_dims": k, "value_dims": value_tables[p], "masked": masked_tables[p],
+                   "epochs": {"value_dims": int(epochs[p]),
+                              "random_dims": [int(epochs[(1 + j) * n_probes + p]) for j in range(random_draws)]}}
             if random_draws:
                 row["random_dims"], row["value_minus_random"] = {}, {}
                 for position, reps in value_reps.items():

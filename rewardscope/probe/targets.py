@@ -96,13 +96,16 @@ def trajectories_from_index(cols: dict[str, np.ndarray], level: str, where: str)
     )
 
 
-def split_problems(problem_ids: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of the held-out items: a seeded `test_fraction` of the distinct problems, all their rollouts."""
+def split_problems(problem_ids: np.ndarray, test_fraction: float, seed, key: str = "probe.test_fraction",
+                   ) -> np.ndarray:
+    """Boolean mask of the held-out items: a seeded `test_fraction` of the distinct problems, all their rollouts.
+
+    `seed` is anything numpy's default_rng takes (an int, or a sequence such as [split_seed, part])."""
     if not 0 < test_fraction < 1:
-        raise RewardscopeError(f"probe.test_fraction: {test_fraction} is not between 0 and 1")
+        raise RewardscopeError(f"{key}: {test_fraction} is not between 0 and 1")
     problems = np.unique(problem_ids)
     if len(problems) < 2:
-        raise RewardscopeError(f"probe: need at least 2 problems to hold some out, got {len(problems)}")
+        raise RewardscopeError(f"{key}: need at least 2 problems to hold some out, got {len(problems)}")
     n_test = min(len(problems) - 1, max(1, round(test_fraction * len(problems))))
     held_out = np.random.default_rng(seed).permutation(problems)[:n_test]
     return np.isin(problem_ids, held_out)
