@@ -96,12 +96,18 @@ class ProbeConfig:
     td_lambda: float = 0.0  # 0: the paper's TD(0); 1: Monte-Carlo (every state regresses on the reward)
     gamma: float = 1.0 - 1e-5  # paper's discount
     standardize: bool = True  # z-score each input dim with train statistics (L1 ranking is not scale invariant)
-    lr: float = 1e-4
+    lr: float = 1e-4  # paper
     weight_decay: float = 0.01
     batch_trajectories: int = 4
-    epochs: int = 100
+    epochs: int = 100  # the cap: training stops earlier when the validation loss stops improving
+    patience: int | None = 10  # epochs without a better validation loss before a probe stops; null: exactly
+    # `epochs` epochs, the paper's protocol (an undertrained probe weakens every later claim)
     test_fraction: float = 0.2  # held-out share of *problems* (never split a problem's rollouts)
-    seed: int = 0
+    validation_fraction: float = 0.15  # share of the training problems set apart for early stopping and for
+    # choosing the headline layer (never chosen on the held-out problems it is reported on)
+    split_seed: int = 0  # draws the split alone: another probe.seed keeps the same held-out problems
+    seed: int = 0  # initial weights, batch order and random dims
+    repeats: int = 1  # refits with seeds seed+1.. on the same split: the probe's own variance beside the CI
     bootstrap: int = 1000  # bootstrap resamples (over problems) for 95% CIs
     layers: list[int] | Literal["all"] = "all"  # which captured layers to probe
 
