@@ -2,6 +2,11 @@
 
 math-verify's own signal.alarm timeouts are switched off (parsing_timeout=None, timeout_seconds=None): the pool
 enforces the deadline by killing the worker, which also stops computations stuck in C code.
+
+On top of math-verify (see rewardscope/grading/normalize.py): two answers whose normalised strings are the same
+are equal; a bare answer is read as LaTeX, like a bare gold; and when the answers as written do not verify,
+their rewrites (plain text as LaTeX, an equation's value side, a percent without its sign) are tried pairwise.
+Everything that can be slow (parsing, sympy) happens here, inside the worker.
 """
 
 from __future__ import annotations
@@ -9,7 +14,10 @@ from __future__ import annotations
 import logging
 import re
 
+import sympy
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+from rewardscope.grading import normalize as norm
 
 # With its timeouts off math-verify warns once per process that the caller must enforce one; the pool does.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -34,22 +42,101 @@ def _shown(parsed: list) -> str | None:
     return texts[0] if texts else (str(parsed[0]) if parsed else None)
 
 
+def _parse(text: str) -> list:
+    return parse(text, EXTRACTION, parsing_timeout=None)
+
+
+def _verify(gold_parsed: list, pred_parsed: list) -> bool:
+    """math-verify's verdict, with an inequality equal to its interval (`x > 2` == `(2, \\infty)`), and two exact
+    rationals equal only when they are the same number (math-verify rounds to 6 decimals: 2^-99 == 2^-98)."""
+    if not (gold_parsed and pred_parsed):
+        return False
+    if not verify(gold_parsed, pred_parsed, timeout_seconds=None, allow_set_relation_comp=True):
+        return False
+    return not _different_rationals(gold_parsed[0], pred_parsed[0])
+
+
+def _different_rationals(a, b) -> bool:
+    if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)) or a.atoms(sympy.Float) or b.atoms(sympy.Float):
+        return False  # a decimal is an approximation: math-verify's rounding is what it is for
+    a, b = a.doit(), b.doit()
+    return a.is_Rational is True and b.is_Rational is True and a != b
+
+
+def _identity(parsed: list) -> str:
+    # A parse that failed in sympy is only its text: `2**10` (text) is not the number 2**10.
+    return "" if not parsed else sympy.srepr(parsed[0]) if isinstance(parsed[0], sympy.Basic) else "text:" + str(parsed[0])
+
+
+class _Side:
+    """One answer (gold or prediction): its text, the answer strings a reader finds in it, math-verify's parse
+    of it as written, and (lazily) the parses of its rewrites."""
+
+    def __init__(self, text: str, as_written: str | None):
+        self.strings = norm.answer_strings(text)
+        self.parsed = _parse(as_written) if as_written is not None else []
+        if self.parsed and not norm.is_bare(text):
+            # In a worked solution or a response, what math-verify extracted is an answer string too.
+            self.strings.append(_shown(self.parsed))
+        self.strings = [s for s in dict.fromkeys(self.strings) if s]
+
+    def rewrites(self, other_is_equation: bool) -> list[tuple[str, list]]:
+        """(rewrite, its parse) for every rewrite that parses to something new (each costs a verify per pair)."""
+        found, seen = [], {_identity(self.parsed)}
+        for v in dict.fromkeys(v for s in self.strings for v in norm.variants(s, other_is_equation=other_is_equation)):
+            parsed = _parse("\\boxed{" + v + "}")
+            if parsed and _identity(parsed) not in seen:
+                seen.add(_identity(parsed))
+                found.append((v, parsed))
+        return found
+
+    def is_equation(self) -> bool:
+        return any(norm.is_equation(norm.normalize(s)) for s in self.strings)
+
+
 def grade_math(pred: str, gold: str):
     """Pool task: yields what is known so far, so that a timeout still keeps the extracted answers."""
-    gold_parsed = parse(gold_text(gold), EXTRACTION, parsing_timeout=None)
-    result = {"gold_extracted": _shown(gold_parsed), "pred_extracted": None}
-    if not gold_parsed:
+    gold_side = _Side(gold, gold_text(gold))
+    result = {"gold_extracted": _shown(gold_side.parsed) or next(iter(gold_side.strings), None),
+              "pred_extracted": None}
+    if not gold_side.strings and not gold_side.parsed:
         yield {**result, "equal": False, "reason": "error: gold answer not parseable by math-verify"}
         return
     if not pred.strip():
         yield {**result, "equal": False, "reason": "empty"}
         return
     yield result
-    pred_parsed = parse(pred, EXTRACTION, parsing_timeout=None)
-    result["pred_extracted"] = _shown(pred_parsed)
-    if not pred_parsed:
+    # A bare prediction is read as LaTeX, as a bare gold is: boxed, after normalisation (below). math-verify's
+    # plain-expression reading of it is not used: it takes `1,5` for 1.5 and `4*y` for 4.
+    pred_side = _Side(pred, None if norm.is_bare(pred) else pred)
+    result["pred_extracted"] = _shown(pred_side.parsed) or next(iter(pred_side.strings), None)
+    yield result
+
+    # 1. The same answer string after normalisation is the same answer (math-verify may still reject it).
+    gold_keys = {norm.key(s): s for s in gold_side.strings}
+    for s in pred_side.strings:
+        if norm.key(s) in gold_keys:
+            yield {**result, "pred_extracted": s, "equal": True, "reason": "correct"}
+            return
+    # 2. math-verify on the answers as written.
+    if _verify(gold_side.parsed, pred_side.parsed):
+        yield {**result, "equal": True, "reason": "correct"}
+        return
+    # 3. Their rewrites, pairwise. An equation is compared by its value only against an answer that is none.
+    pred_rewrites = pred_side.rewrites(other_is_equation=gold_side.is_equation())
+    if not pred_side.parsed and not pred_rewrites:
         yield {**result, "equal": False, "reason": "no_answer"}
         return
-    yield result
-    equal = verify(gold_parsed, pred_parsed, timeout_seconds=None)
-    yield {**result, "equal": equal, "reason": "correct" if equal else "wrong"}
+    if result["pred_extracted"] is None or not pred_side.parsed:
+        result["pred_extracted"] = pred_rewrites[0][0]
+        yield result
+    golds = [gold_side.parsed] + [p for _, p in gold_side.rewrites(other_is_equation=pred_side.is_equation())]
+    preds = ([(None, pred_side.parsed)] if pred_side.parsed else []) + pred_rewrites
+    for i, g in enumerate(golds):
+        for j, (text, p) in enumerate(preds):
+            if (i, j) != (0, 0) or not pred_side.parsed:  # (0, 0) as written: tried above
+                if _verify(g, p):
+                    yield {**result, "pred_extracted": text or result["pred_extracted"], "equal": True,
+                           "reason": "correct"}
+                    return
+    yield {**result, "equal": False, "reason": "wrong"}
