@@ -128,7 +128,8 @@ def test_learns_the_planted_value_and_is_deterministic(data):
     assert tables[2]["last"]["auroc"] > 0.95  # the outcome itself is planted at the end
     assert tables[2]["s0"]["ci95"][0] > 0.5  # s0 sees only the problem's difficulty: above chance
     assert tables[0]["last"]["auroc"] < tables[2]["last"]["auroc"]  # weaker signal in layer 0
-    assert probe.loss_curve_[-1] < probe.loss_curve_[0]
+    assert len(probe.loss_curve_) == 3 and all(len(c) == FAST["epochs"] for c in probe.loss_curve_)
+    assert all(curve[-1] < curve[0] for curve in probe.loss_curve_)  # each probe's own curve
     again = LayerwiseValueProbes(**FAST).fit(X, train)
     assert torch.equal(again.weights_["W1"], probe.weights_["W1"])
 
@@ -194,6 +195,68 @@ def test_saved_tensors_rebuild_the_same_probes(data):
     torch.testing.assert_close(one.predict(X, held.rows)[0], probe.predict(X, held.rows)[2])
 
 
+def test_select_keeps_the_shapes_of_learned_attributes(data):
+    X, train, held, _ = data
+    several = LayerwiseValueProbes(**SHORT).fit(X, train).select([0, 2])
+    assert several.feature_scores_.shape == (2, 32) and several.mean_.shape == (2, 32)
+    assert len(several.loss_curve_) == 2
+    single = ValueProbe(**SHORT).fit(X[1], train)
+    again = single.select([0])
+    assert type(again) is ValueProbe and again.feature_scores_.shape == single.feature_scores_.shape == (32,)
+    assert again.loss_curve_ == single.loss_curve_ and again.mean_.shape == (1, 32)
+    torch.testing.assert_close(again.predict(X[1], held.rows), single.predict(X[1], held.rows))
+    with pytest.raises(RewardscopeError, match="a single probe has only index 0"):
+        single.select([1])
+
+
+def test_unfitted_probes_raise_scikit_learns_not_fitted_error(data):
+    from sklearn.exceptions import NotFittedError
+
+    X, _, held, _ = data
+    for call in (lambda: ValueProbe().predict(X[0], held.rows), lambda: LayerwiseValueProbes().predict(X),
+                 lambda: LayerwiseValueProbes().select([0]), lambda: LayerwiseValueProbes().state_tensors(0)):
+        with pytest.raises(NotFittedError):
+            call()
+
+
+def validation_split(data):
+    """The training trajectories of `data`, a fifth of their problems set apart for validation."""
+    X, train, held, _ = data
+    val = split_problems(train.problem_ids, 0.2, seed=[0, 1])
+    return X, train.subset(~val), train.subset(val), held
+
+
+def test_early_stopping_keeps_each_probes_best_epoch(data):
+    X, fit, validation, held = validation_split(data)
+    params = dict(hidden=32, epochs=200, lr=3e-2, patience=3)  # a high lr overfits soon: stops well before 200
+    probes = LayerwiseValueProbes(**params).fit(X, fit, validation=validation)
+    assert probes.n_epochs_ < 200
+    for p, curve in enumerate(probes.validation_curve_):
+        best = int(np.argmin(curve)) + 1
+        assert probes.best_epoch_[p] == best
+        # the kept weights are those of the best epoch: their validation MSE is the curve's minimum
+        kept = probes._reward_mse(probes.weights_, X, validation)[p]
+        assert float(kept) == pytest.approx(min(curve), rel=1e-5)
+    assert (probes.n_epochs_ - probes.best_epoch_).min() == 3  # the last probe to stop ran out of patience
+    # Each probe stops as it would alone, though the batch trains on until the last one stops.
+    for layer in (0, 2):
+        single = ValueProbe(**params).fit(X[layer], fit, validation=validation)
+        assert int(single.best_epoch_[0]) == int(probes.best_epoch_[layer])
+        torch.testing.assert_close(single.predict(X[layer], held.rows), probes.predict(X, held.rows)[layer],
+                                   atol=1e-3, rtol=0)
+
+
+def test_without_patience_the_last_epoch_is_kept_and_validation_is_only_recorded(data):
+    X, fit, validation, held = validation_split(data)
+    plain = LayerwiseValueProbes(**SHORT).fit(X, fit)
+    watched = LayerwiseValueProbes(**SHORT).fit(X, fit, validation=validation)
+    assert watched.n_epochs_ == 3 and watched.best_epoch_.tolist() == [3, 3, 3]
+    assert [len(c) for c in watched.validation_curve_] == [3, 3, 3]
+    torch.testing.assert_close(watched.predict(X, held.rows), plain.predict(X, held.rows), atol=0, rtol=0)
+    with pytest.raises(RewardscopeError, match="early stopping needs validation trajectories"):
+        LayerwiseValueProbes(**SHORT, patience=2).fit(X, fit)
+
+
 def test_bad_options_are_named(data):
     X, train, _, _ = data
     with pytest.raises(RewardscopeError, match=r"probe.arch: 'cnn' is not one of \['mlp', 'linear'\]"):
@@ -202,3 +265,8 @@ def test_bad_options_are_named(data):
         LayerwiseValueProbes(td_lambda=1.5).fit(X, train)
     with pytest.raises(RewardscopeError, match=r"states: expected \[layers, rows, dims\]"):
         LayerwiseValueProbes().fit(X[0], train)
+    for name, value, expected in [("batch_trajectories", 0, "an integer >= 1"), ("hidden", 0, "an integer >= 1"),
+                                  ("lr", 0.0, "> 0"), ("weight_decay", -1.0, ">= 0"), ("gamma", 1.5, r"in \(0, 1\]"),
+                                  ("epochs", -1, "an integer >= 0"), ("patience", 0, "null .* or an integer >= 1")]:
+        with pytest.raises(RewardscopeError, match=rf"probe.{name}: {value!r} is not {expected}"):
+            LayerwiseValueProbes(**{name: value}).fit(X, train)

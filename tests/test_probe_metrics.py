@@ -10,7 +10,9 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from rewardscope.probe.metrics import HeldOut, ProblemBootstrap, evaluate, paired_difference, weighted_auroc
+from rewardscope.probe.metrics import (
+    HeldOut, ProblemBootstrap, evaluate, holm, mark_holm, paired_difference, summary, wald_p_value, weighted_auroc,
+)
 
 
 def test_auroc_equals_sklearn_with_ties_and_integer_weights():
@@ -100,3 +102,46 @@ def test_resamples_missing_a_class_are_left_out_of_the_ci():
         warnings.simplefilter("error")  # the point estimate is defined: no warning
         tables, _ = evaluate(np.array([[0.9, 0.8, 0.1, 0.2]]), ho, ProblemBootstrap(2, 200, 0))
     assert tables[0]["s0"]["auroc"] == 1.0 and tables[0]["s0"]["ci95"] == [1.0, 1.0]
+
+
+def test_a_position_without_held_out_states_says_so_instead_of_failing():
+    ho = held_out([1, 0, 1, 0], [0, 0, 1, 1])
+    ho.positions["step_end"] = np.array([], dtype=np.int64)  # no response had a step end
+    with pytest.warns(UserWarning, match="step_end: AUROC undefined: no held-out states at this position"):
+        tables, reps = evaluate(np.array([[0.9, 0.1, 0.8, 0.2]]), ho, ProblemBootstrap(2, 50, 0))
+    assert tables[0]["step_end"]["auroc"] is None and tables[0]["step_end"]["n_states"] == 0
+    assert tables[0]["s0"]["auroc"] == 1.0
+    assert paired_difference(reps["step_end"][0], reps["step_end"][0]) == {"delta": None, "ci95": None}
+
+
+def test_holm_step_down_by_hand():
+    # sorted: .005 <= .05/4, .01 <= .05/3, .03 > .05/2: stop there
+    assert holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert holm([0.01, None, 0.2]) == [True, None, False]  # None is no test and not in the family (m = 2)
+    assert holm([]) == []
+
+
+def test_many_cells_at_chance_some_pass_uncorrected_none_survive_holm():
+    """90 layer x position cells of a probe at chance (the situation of a weak real model): by luck a few
+    uncorrected CIs exclude 0.5, and the Holm correction over the family removes them."""
+    rng = np.random.default_rng(5)
+    cells = []
+    for _ in range(90):
+        scores, labels, problems = clustered_sample(rng, 24, shift=0.0)
+        reps = ProblemBootstrap(24, 400, seed=int(rng.integers(1 << 30))).replicates(scores, labels, problems)
+        cells.append(summary(reps, labels, problems, np.arange(len(labels))))
+    uncorrected = sum(c["ci95"][0] > 0.5 or c["ci95"][1] < 0.5 for c in cells)
+    assert uncorrected >= 2 and sum(c["p_value"] < 0.05 for c in cells) >= 2
+    family = mark_holm(cells)
+    assert family["family_size"] == 90 and family["significant"] == 0
+    assert all(c["holm_significant"] is False for c in cells)
+
+
+def test_wald_p_value_tracks_the_bootstrap_ci():
+    rng = np.random.default_rng(3)
+    scores, labels, problems = clustered_sample(rng, 80, shift=1.0)
+    reps = ProblemBootstrap(80, 500, seed=0).replicates(scores, labels, problems)
+    cell = summary(reps, labels, problems, np.arange(len(labels)))
+    assert cell["ci95"][0] > 0.5 and cell["p_value"] < 0.001
+    assert cell["p_value"] == pytest.approx(wald_p_value(cell["auroc"], reps[1:], 0.5))
+    assert wald_p_value(0.5, reps[1:], 0.5) == 1.0

@@ -6,7 +6,9 @@ datasets on one model, or two fine-tunes of one base). For every layer probed in
     value-neuron sets, each with the random expectation and a hypergeometric p-value;
   - probe transfer: A's main probe scored on B's states, AUROC at s0, step ends and the last token on B's
     held-out problems (beside B's own probe on the same states, with the paired difference) and on all of B's
-    rollouts. A's z-scoring statistics go with its probe.
+    problems. A's z-scoring statistics go with its probe. Problems A trained on (its train and validation
+    parts, matched by problem id) are never scored: two runs of one dataset share problems, and A's probe has
+    seen those. How many were dropped is reported.
 """
 
 from __future__ import annotations
@@ -77,30 +79,48 @@ def _probe_run(run: Path) -> dict:
                                "run `rewardscope probe` for it first")
     with safe_open(probe_dir / "probes.safetensors", framework="pt") as f:
         meta = f.metadata()
+    results = read_json(probe_dir / "results.json")
+    if (probe_dir / "split.json").exists():
+        split = read_json(probe_dir / "split.json")
+        trained_on = set(split["train"]) | set(split["validation"])
+    else:  # a run made before split.json existed: every captured problem that was not held out
+        index = CaptureReader(run / "capture").index
+        trained_on = set(index.column("problem_id").to_pylist()) - set(results["split"]["held_out_problems"])
     return {
-        "run": run, "probes": probe_dir / "probes.safetensors", "results": read_json(probe_dir / "results.json"),
+        "run": run, "probes": probe_dir / "probes.safetensors", "results": results, "trained_on": trained_on,
         "neurons": read_json(probe_dir / "value_neurons.json")["layers"], "layers": json.loads(meta["layers"]),
         "hidden_size": int(meta["hidden_size"]), "num_layers": int(meta["num_layers"]), "model": meta["model"],
     }
 
 
 def _probe_transfer(a: dict, b: dict, layers: list[int], run_b: Path) -> dict:
-    """A's main probe and B's own on B's captured states, layer by layer (in groups that fit in memory)."""
+    """A's main probe and B's own on B's captured states, layer by layer (in groups that fit in memory), on the
+    problems A never trained on."""
     reader = CaptureReader(run_b / "capture")
     where = str(reader.capture_dir / "index.parquet")
     cols = read_index(reader.index, where)
-    test_problems = set(b["results"]["split"]["held_out_problems"])
-    all_rollouts = np.unique(cols["rollout_id"])
-    test_rollouts = np.unique(cols["rollout_id"][np.isin(cols["problem_id"].astype(str), list(test_problems))])
-    held_outs = {"b_held_out": HeldOut.from_index(cols, test_rollouts), "b_all": HeldOut.from_index(cols, all_rollouts)}
-    seed, n_boot = b["results"]["settings"]["probe"]["seed"], b["results"]["settings"]["probe"]["bootstrap"]
-    boots = {k: ProblemBootstrap(len(h.problem_names), n_boot, seed) for k, h in held_outs.items()}
-    rows = np.unique(held_outs["b_all"].rows)  # every scored state of B, sorted (held-out ones are a subset)
+    problem = cols["problem_id"].astype(str)
+    unseen = ~np.isin(problem, list(a["trained_on"]))
+    held = np.isin(problem, b["results"]["split"]["held_out_problems"])
+    settings = b["results"]["settings"]["probe"]
+    boot_seed, n_boot = settings.get("split_seed", settings["seed"]), settings["bootstrap"]
+    held_outs, boots, dropped = {}, {}, {}
+    for name, part in (("b_held_out", held), ("b_all", np.ones_like(held))):
+        dropped[name] = {"problems_dropped": len(np.unique(problem[part & ~unseen])),
+                         "problems_scored": len(np.unique(problem[part & unseen]))}
+        if dropped[name]["problems_scored"]:
+            held_outs[name] = HeldOut.from_index(cols, np.unique(cols["rollout_id"][part & unseen]))
+            boots[name] = ProblemBootstrap(len(held_outs[name].problem_names), n_boot, boot_seed)
+    out = {"problems": {**dropped, "why": "problems A trained on (train + validation) are not scored"},
+           "layers": {}}
+    if not held_outs:
+        out["note"] = "every problem of B was among A's training problems: nothing left to score"
+        return out
+    rows = np.unique(np.concatenate([h.rows for h in held_outs.values()]))
     local = {k: np.searchsorted(rows, h.rows) for k, h in held_outs.items()}
     device = resolve_device("auto")
     itemsize = getattr(torch, reader.metadata["dtype"]).itemsize
     group_size, storage = placement(len(rows) * reader.hidden_size * itemsize, device)
-    out = {}
     for start in tqdm(range(0, len(layers), group_size), desc="transfer: layer groups"):
         group = layers[start : start + group_size]
         X = load_states(reader, group, rows, storage)
@@ -110,33 +130,39 @@ def _probe_transfer(a: dict, b: dict, layers: list[int], run_b: Path) -> dict:
         def score(probe, name):
             return evaluate(probe.predict(X, local[name]).numpy(), held_outs[name], boots[name])
 
-        (tables_a, reps_a), (tables_b, reps_b) = score(probe_a, "b_held_out"), score(probe_b, "b_held_out")
-        tables_all, _ = score(probe_a, "b_all")
-        for i, layer in enumerate(group):
-            out[str(layer)] = {
-                "b_held_out": tables_a[i],
-                "b_own_probe": tables_b[i],
-                "a_minus_b_own": {pos: paired_difference(reps_a[pos][i], reps_b[pos][i]) for pos in POSITIONS},
-                "b_all": tables_all[i],
-            }
+        entries = {str(layer): {} for layer in group}
+        if "b_held_out" in held_outs:
+            (tables_a, reps_a), (tables_b, reps_b) = score(probe_a, "b_held_out"), score(probe_b, "b_held_out")
+            for i, layer in enumerate(group):
+                entries[str(layer)].update(
+                    b_held_out=tables_a[i], b_own_probe=tables_b[i],
+                    a_minus_b_own={pos: paired_difference(reps_a[pos][i], reps_b[pos][i]) for pos in POSITIONS})
+        if "b_all" in held_outs:
+            tables_all, _ = score(probe_a, "b_all")
+            for i, layer in enumerate(group):
+                entries[str(layer)]["b_all"] = tables_all[i]
+        out["layers"].update(entries)
         del X
     return out
 
 
 def _summary(result: dict, ratios: list[float]) -> dict:
-    """Means over layers: IoU (and its random expectation) per ratio; transfer AUROC per position."""
+    """Means over layers: IoU (and both random baselines) per ratio; transfer AUROC per position."""
     by_ratio = {}
     for j, r in enumerate(ratios):
         rows = [layer["by_ratio"][j] for layer in result["iou"].values()]
         by_ratio[f"{r:g}"] = {"mean_iou": _mean(x["iou"] for x in rows),
-                              "mean_random_iou": _mean(x["random_iou"] for x in rows)}
+                              "mean_random_iou_expected": _mean(x["random_iou_expected"] for x in rows),
+                              "mean_random_iou_ratio_of_expectations":
+                                  _mean(x["random_iou_ratio_of_expectations"] for x in rows)}
     transfer = {}
+    entries = list(result["probe_transfer"]["layers"].values())
     for pos in POSITIONS:
-        entries = result["probe_transfer"].values()
-        transfer[pos] = {"a_probe_on_b_held_out": _mean(e["b_held_out"][pos]["auroc"] for e in entries),
-                         "b_own_probe": _mean(e["b_own_probe"][pos]["auroc"] for e in entries)}
+        transfer[pos] = {"a_probe_on_b_held_out": _mean(e["b_held_out"][pos]["auroc"] for e in entries
+                                                        if "b_held_out" in e),
+                         "b_own_probe": _mean(e["b_own_probe"][pos]["auroc"] for e in entries if "b_own_probe" in e)}
     return {"layers": len(result["layers"]), "iou_by_ratio_mean_over_layers": by_ratio,
-            "auroc_mean_over_layers": transfer}
+            "auroc_mean_over_layers": transfer, "problems": result["probe_transfer"]["problems"]}
 
 
 def _mean(values) -> float | None:
