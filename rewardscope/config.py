@@ -4,6 +4,11 @@ A recipe is one `Recipe` dataclass. YAML files and dotted command-line overrides
 checked against the dataclass types, so an unknown key or a wrong type fails *before* any work starts, with
 the key named. The resolved recipe is hashed; its run directory is `{out_dir}/{name}-{model}-{dataset}-{hash}`
 and `config.yaml` is saved there, so a finished run can always be reproduced from its own directory.
+
+Values are cast by the field's declared type, not by YAML's guess: `--name=2024` and `--rollout.step_delimiter=no`
+are strings, `--probe.lr=1e-4` is a float (YAML 1.1 reads `1e-4` as a string, in a file too). Numeric fields
+carry their bounds (`_field(check=...)`), checked when a recipe is loaded and again before a stage runs. Fields
+marked `changes_results=False` (where and how fast a run goes) are left out of the hash.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +28,40 @@ import yaml
 from rewardscope.errors import RewardscopeError
 
 
+def _field(default: Any = dataclasses.MISSING, *, check=None, changes_results: bool = True, factory=None):
+    """A dataclass field with a value check (a function returning the reason a value is bad, or None) and a
+    marker for keys that cannot change what a run computes (left out of Recipe.hash and rollouts/recipe.json)."""
+    metadata = {"check": check, "changes_results": changes_results}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _at_least(low: int):
+    return lambda v: None if v >= low else f"expected at least {low}, got {v!r}"
+
+
+def _non_negative(v: float) -> str | None:
+    return None if v >= 0 else f"expected >= 0, got {v!r}"  # NaN fails too
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else f"expected > 0, got {v!r}"
+
+
+def _fraction(v: float) -> str | None:
+    return None if 0 < v <= 1 else f"expected a value in (0, 1], got {v!r}"
+
+
+def _delimiter(v: str) -> str | None:
+    if not v:
+        return "must not be empty"
+    if "\\" in v:  # no delimiter needs one; a \n typed on a command line is a backslash and an n
+        return (f"{v!r} has a backslash, so it is not a newline or a tab: on the command line type the character "
+                f"itself (bash: --rollout.step_delimiter=$'\\n'), in YAML write \"\\n\" in double quotes")
+    return None
+
+
 @dataclass
 class ModelConfig:
     name: str = "demo"  # Hugging Face hub id, local directory, or "demo" (the organism shipped in the package)
@@ -30,8 +70,9 @@ class ModelConfig:
     device: str = "auto"  # auto: cuda if available, else cpu
     trust_remote_code: bool = False  # off unless asked: remote code runs arbitrary Python
     attn_implementation: str | None = None  # None lets transformers choose (sdpa); "eager" for exact parity work
-    threads: int | None = None  # CPU threads; None: 1 for tiny models (hidden <= 256), where threads only add
-    # synchronisation (up to 100x slower on a busy machine), else torch's default
+    threads: int | None = _field(None, check=_at_least(1))  # CPU threads; None: 1 for tiny models (hidden <= 256),
+    # where threads only add synchronisation (up to 100x slower on a busy machine), else torch's default. It stays
+    # in the hash: the thread count can change the order of float reductions, so the sampled tokens.
 
 
 @dataclass
@@ -43,10 +84,10 @@ class DataConfig:
     split: str | None = None  # hub split; None: the dataset's test split
     fields: dict[str, str] = field(default_factory=dict)  # custom JSONL: record field -> column name
     kind: str | None = None  # grader for custom JSONL: math | number | choice
-    limit: int | None = None  # keep the first N problems (after shuffling, if shuffle_seed is set)
+    limit: int | None = _field(None, check=_at_least(1))  # keep the first N problems (after shuffling, if any)
     shuffle_seed: int | None = None  # shuffle problems before `limit`; None keeps file order
     # Synthetic organism task only:
-    n_problems: int = 200
+    n_problems: int = _field(200, check=_at_least(1))
     seed: int = 0
     variant: str = "default"  # operation mix of the organism task (see rewardscope.organism.task.VARIANTS)
 
@@ -61,21 +102,21 @@ class PromptConfig:
 @dataclass
 class RolloutConfig:
     backend: Literal["hf", "vllm"] = "hf"
-    n: int = 4  # rollouts per problem: a problem needs both right and wrong answers to be informative
-    temperature: float = 1.0  # paper: 1.0 (reported by a replication)
-    top_p: float = 0.95  # paper: 0.95 (reported by a replication)
-    max_new_tokens: int = 1024
-    seed: int = 0
-    batch_size: int = 32  # sequences per generate call
-    problems_per_shard: int = 16  # resume granularity: one parquet shard per this many problems
-    step_delimiter: str = "\n\n"  # steps are paragraphs in the paper; the organism uses one line per step
+    n: int = _field(4, check=_at_least(1))  # rollouts per problem: a problem needs both right and wrong answers
+    temperature: float = _field(1.0, check=_non_negative)  # paper: 1.0 (reported by a replication); 0: greedy
+    top_p: float = _field(0.95, check=_fraction)  # paper: 0.95 (reported by a replication)
+    max_new_tokens: int = _field(1024, check=_at_least(1))
+    seed: int = _field(0, check=_at_least(0))
+    batch_size: int = _field(32, check=_at_least(1))  # sequences per generate call; changes the random draws
+    problems_per_shard: int = _field(16, check=_at_least(1))  # resume granularity: one parquet shard per this many
+    step_delimiter: str = _field("\n\n", check=_delimiter)  # paragraphs in the paper; the organism: one line a step
 
 
 @dataclass
 class GradeConfig:
     kind: str | None = None  # None: the dataset's own grader; or math | number | choice | organism
-    timeout_s: float = 5.0  # per-answer deadline for math-verify, enforced by killing the worker process
-    workers: int = 2
+    timeout_s: float = _field(5.0, check=_positive)  # per-answer deadline for math-verify (kills the worker)
+    workers: int = _field(2, check=_at_least(1), changes_results=False)  # grading processes: only speed
 
 
 @dataclass
@@ -83,8 +124,9 @@ class CaptureConfig:
     layers: list[int] | Literal["all"] = "all"  # decoder block indices (0 = first block's output, not embeddings)
     positions: Literal["all", "steps"] = "all"  # all: s_0 + every generated token; steps: s_0 + step ends only
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"  # storage dtype of the states
-    batch_size: int = 8  # rollouts per teacher-forced forward
-    shard_rows: int = 8192  # states per safetensors shard (per layer)
+    batch_size: int = _field(8, check=_at_least(1))  # rollouts per teacher-forced forward; batch composition
+    # moves float32 states at rounding level, so it stays in the hash (a resume must use the same batches)
+    shard_rows: int = _field(8192, check=_at_least(1))  # states per safetensors shard (per layer)
 
 
 @dataclass
@@ -126,8 +168,8 @@ STAGES = ("rollout", "extract", "probe")  # in pipeline order; `run` executes th
 @dataclass
 class Recipe:
     name: str = "run"
-    out_dir: str = "runs"
-    stages: list[str] = field(default_factory=lambda: ["rollout"])
+    out_dir: str = _field("runs", changes_results=False)  # where, not what
+    stages: list[str] = _field(factory=lambda: ["rollout"], changes_results=False)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -137,15 +179,12 @@ class Recipe:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
-    # Keys that say where and what to run, not what is computed: left out of the hash.
-    _UNHASHED = ("out_dir", "stages")
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        d = {k: v for k, v in self.to_dict().items() if k not in self._UNHASHED}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+        """Covers every key that can change a result (not those marked changes_results=False)."""
+        return hashlib.sha256(json.dumps(results_dict(self), sort_keys=True).encode()).hexdigest()[:8]
 
     def run_name(self) -> str:
         model = Path(self.model.name.rstrip("/")).name or "model"
@@ -160,24 +199,60 @@ class Recipe:
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Recipe:
-    """Recipe from a YAML file (or defaults) plus overrides (`["rollout.n=8"]` or `{"rollout.n": 8}`)."""
+    """Recipe from a YAML file (or defaults) plus overrides (`["--rollout.n=8"]` or `{"rollout.n": 8}`)."""
     raw: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise RewardscopeError(f"recipe {path}: file not found")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise RewardscopeError(f"recipe {path}: invalid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise RewardscopeError(f"recipe {path}: expected a mapping at top level")
+        raw = _read_yaml(Path(path))
     for key, value in _parse_overrides(overrides).items():
         _set_dotted(raw, key, value)
     try:
-        return from_dict(Recipe, raw)
+        recipe = from_dict(Recipe, raw)
+        check_recipe(recipe)
     except RewardscopeError as e:
         raise RewardscopeError(f"recipe {path}: {e}" if path else str(e)) from None
+    return recipe
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise RewardscopeError(f"recipe {path}: file not found")
+    if path.is_dir():
+        raise RewardscopeError(f"recipe {path}: is a folder, not a YAML file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise RewardscopeError(f"recipe {path}: line {line} (byte {e.start}): not UTF-8 text ({e.reason})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise RewardscopeError(f"recipe {path}: invalid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise RewardscopeError(f"recipe {path}: expected a mapping at top level")
+    return raw
+
+
+def results_dict(cfg: Any) -> dict:
+    """The fields of a config dataclass that can change results (changes_results=False ones left out)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("changes_results", True):
+            value = getattr(cfg, f.name)
+            out[f.name] = results_dict(value) if dataclasses.is_dataclass(value) else value
+    return json.loads(json.dumps(out))  # plain lists and dicts: comparisons with saved JSON are exact
+
+
+def check_recipe(cfg: Any, prefix: str = "") -> None:
+    """Run every field's value check (`_field(check=...)`); the error names the dotted key."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_recipe(value, prefix + f.name + ".")
+        elif value is not None and f.metadata.get("check") is not None:
+            reason = f.metadata["check"](value)
+            if reason:
+                raise RewardscopeError(f"{prefix}{f.name}: {reason}")
 
 
 def from_dict(cls: type, raw: dict, prefix: str = "") -> Any:
@@ -195,44 +270,77 @@ def from_dict(cls: type, raw: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+class _Typed(str):
+    """A value as typed on the command line: cast by the field's declared type, never by YAML's guess."""
+
+
+_NULL = ("null", "None", "~")
+_BOOL = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # what YAML 1.1 misses: 1e-4, 5E3
+
+
+def _yaml(text: str, key: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RewardscopeError(f"{key}: {text!r} is not valid YAML ({getattr(e, 'problem', e)})") from None
+
+
 def _check(tp: Any, value: Any, key: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    typed = isinstance(value, _Typed)
     if dataclasses.is_dataclass(tp):
+        value = _yaml(value, key) if typed else value
         return from_dict(tp, value if value is not None else {}, prefix=key + ".")
     if origin in (Union, types.UnionType):
+        if typed and type(None) in args and value in _NULL:
+            return None
         for option in args:
             try:
                 return _check(option, value, key)
             except RewardscopeError:
                 pass
-        raise RewardscopeError(f"{key}: {value!r} is not {_type_name(tp)}")
+        raise RewardscopeError(f"{key}: {str(value)!r} is not {_type_name(tp)}")
     if tp is type(None):
         if value is None:
             return None
     elif origin is Literal:
         if value in args:
-            return value
+            return args[args.index(value)]
         raise RewardscopeError(f"{key}: {value!r} is not one of {list(args)}")
     elif origin is list:
+        value = _yaml(value, key) if typed else value
         if isinstance(value, (list, tuple)):
             return [_check(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     elif origin is dict:
+        value = _yaml(value, key) if typed else value
         if isinstance(value, dict):
             return {_check(args[0], k, key): _check(args[1], v, f"{key}.{k}") for k, v in value.items()}
     elif tp is bool:
+        if typed and value.lower() in _BOOL:
+            return _BOOL[value.lower()]
         if isinstance(value, bool):
             return value
     elif tp is int:
+        if typed and _INT.fullmatch(value):
+            return int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value):  # typed, or a YAML 1.1 string such as 1e-4
+            return float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif tp is str:
         if isinstance(value, str):
-            return value
+            return str(value)  # the text as typed ("2024", "no", "123456")
+        if isinstance(value, (int, float, bool)):  # YAML in a file read it as a number or a boolean
+            raise RewardscopeError(f"{key}: expected str, got {value!r} ({type(value).__name__}): quote it in YAML")
     else:
         raise TypeError(f"config type {tp} of {key} not supported")
+    if typed:
+        raise RewardscopeError(f"{key}: expected {_type_name(tp)}, got {str(value)!r}")
     raise RewardscopeError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
@@ -250,6 +358,7 @@ def _type_name(tp: Any) -> str:
 
 
 def _parse_overrides(overrides: list[str] | dict | None) -> dict:
+    """`--key=value` texts -> {key: _Typed(value)} (cast later by the key's type); a dict is taken as it is."""
     if not overrides:
         return {}
     if isinstance(overrides, dict):
@@ -260,11 +369,7 @@ def _parse_overrides(overrides: list[str] | dict | None) -> dict:
         if "=" not in text:
             raise RewardscopeError(f"override {item!r}: expected --key=value (dotted keys, e.g. --rollout.n=8)")
         key, value = text.split("=", 1)
-        # YAML gives the literal its natural type (8 -> int, null -> None, [1,2] -> list); strings stay strings.
-        try:
-            parsed[key] = yaml.safe_load(value) if value != "" else ""
-        except yaml.YAMLError:
-            parsed[key] = value
+        parsed[key] = _Typed(value)
     return parsed
 
 
