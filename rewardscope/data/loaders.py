@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+from decimal import Decimal
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,13 +89,21 @@ def _mmlu_csv(path: Path) -> Rows:
 
 
 def _number_answer(value, where: str, name: str) -> str:
-    text = str(value).strip().replace(",", "") if not isinstance(value, bool) else ""
-    try:
-        if math.isfinite(float(text)):
-            return text
-    except ValueError:
-        pass
-    raise RewardscopeError(f"{where}: field {name!r}: gold answer {value!r} is not a number")
+    """The gold number as the number grader reads it (extract.whole_number): a gold it would read otherwise
+    (`1e3` as 1, `1_000` as 1) is refused here, with its file and line, rather than graded wrong."""
+    from rewardscope.grading.extract import whole_number  # here: rewardscope.grading imports rewardscope.data
+
+    if isinstance(value, float) and math.isfinite(value):
+        text = format(Decimal(repr(value)), "f")  # a JSON number: 1e-05 is 0.00001
+    elif isinstance(value, (str, int)) and not isinstance(value, bool):
+        text = value if isinstance(value, str) else str(value)  # JSON and parquet ints are far below str()'s limit
+    else:
+        text = ""
+    number = whole_number(text) if text else None
+    if number is None:
+        raise RewardscopeError(f"{where}: field {name!r}: gold answer {str(value)[:80]!r} is not a number the "
+                               f"number grader reads (digits, optional sign, thousands commas, decimals)")
+    return number
 
 
 def _math_answer(value, where: str, name: str) -> str:

@@ -7,7 +7,7 @@ The regexes are linear-time: extraction runs in the caller's process, with no de
 from __future__ import annotations
 
 import re
-from fractions import Fraction
+from decimal import MAX_EMAX, MIN_EMIN, Decimal, Inexact, localcontext
 
 from rewardscope.data.record import CHOICE_LETTERS
 
@@ -31,7 +31,7 @@ def _numbers(text: str) -> list[str]:
         if m["int"] is None and m["dec"] is None:
             continue
         number = (m["sign"] or "") + (m["int"] or "0").replace(",", "") + (m["dec"] or "")
-        found.append(number + (f"/{m['den']}" if m["den"] and int(m["den"]) else ""))
+        found.append(number + (f"/{m['den']}" if m["den"] and m["den"].strip("0") else ""))
     return found
 
 
@@ -73,14 +73,29 @@ def extract_number(text: str) -> str | None:
     return None
 
 
+def whole_number(text: str) -> str | None:
+    """The number a text is, read as the number grader reads one ("1,000" -> "1000", "-$5.50", "3/4"); None
+    unless the text is that one number and nothing else ("1e3" and "1_000" are not numbers here)."""
+    text = _TEX_SPACE.sub("", text.strip().replace("\u2212", "-")).removesuffix(".")
+    m = _NUMBER.fullmatch(text)
+    numbers = _numbers(text) if m else []
+    return numbers[0] if len(numbers) == 1 else None
+
+
 def same_number(a: str, b: str) -> bool:
-    """Numeric equality of two extracted numbers: 18 == 18.0 == 18.00, 0.75 == 3/4."""
-    return _value(a) == _value(b)
+    """Numeric equality of two extracted numbers: 18 == 18.0 == 18.00, 0.75 == 3/4. Exact at any length:
+    decimal arithmetic, since int() and Fraction() refuse strings over 4300 digits."""
+    (an, ad), (bn, bd) = _value(a), _value(b)
+    digits = sum(len(x.as_tuple().digits) for x in (an, ad, bn, bd))
+    with localcontext() as ctx:
+        ctx.prec, ctx.Emax, ctx.Emin = digits + 10, MAX_EMAX, MIN_EMIN
+        ctx.traps[Inexact] = True  # the products below are exact, or this comparison would be wrong
+        return an * bd == bn * ad
 
 
-def _value(number: str) -> Fraction:
+def _value(number: str) -> tuple[Decimal, Decimal]:
     numerator, _, denominator = number.partition("/")
-    return Fraction(numerator) / Fraction(denominator or 1)
+    return Decimal(numerator), Decimal(denominator or 1)
 
 
 # ---- multiple choice -------------------------------------------------------------------------------------
@@ -102,35 +117,84 @@ def _option_text(text: str) -> str:
     return re.sub(r"[\s*_.:;,!?\"'`()$]+", " ", text).strip().lower()
 
 
+# Words between an answer phrase and its letter that do not change it: "the answer is definitely (C)".
+_FILLER = (r"(?:(?:definitely|actually|indeed|clearly|probably|likely|most\s+likely|certainly|surely|obviously|"
+           r"undoubtedly|therefore|thus|hence|then|so|just|simply|option|choice|letter|answer)[\s,:]+)*")
+# An answer announced: "the answer is", "answer:", "the correct option is", "my final choice:", "answer must be".
+_CHOICE_MARK = re.compile(r"\b(?:answer|option|choice|response)\s*(?:is|would\s+be|should\s+be|must\s+be|will\s+be|"
+                          r"[:=\-])\s*:?\s*", re.IGNORECASE)
+# A letter stated as chosen: "C is the correct option", "it's A", "I'd pick (B)", "so C.", "option D is correct".
+_BEFORE = (r"(?:\b(?:it\s+is|it's|it’s|it\s+must\s+be|it\s+has\s+to\s+be|it\s+should\s+be|it\s+would\s+be|"
+           r"(?:I|we)(?:'ll|'d|\s+will|\s+would)?\s+(?:say|pick|choose|select|go\s+with|answer)|"
+           r"(?:so|thus|hence|therefore)[,:]?|(?:is|matches|gives|means)\s+(?:option|choice)|"
+           r"(?:option|choice)))\s+")
+_AFTER = r"\s+(?:is|seems|must\s+be|would\s+be)\s+(?:the\s+)?(?:correct|right|best|answer|true)"
+
+
 def extract_choice(text: str, choices: tuple[str, ...] | None = None) -> str | None:
-    """The letter a response chooses, first rule that finds one wins: the last \\boxed{}; after the last
-    "answer is" / "answer:" (optionally "option"/"choice", parentheses); a label opening the response ("(B) Paris",
-    "B) ...", "B. ...", "B: ...") or being all of it ("B"); with `choices`, a response (or the text after the
-    answer mark) that is exactly one option's text. Numeric labels (ARC's 1-4) map to letters (1 -> A).
-    A marked digit that is itself an option's text ("answer is 2" with options 1, 2, 3, 4) means that option."""
+    """The letter a response chooses (see choice_with_rule), the last-resort fallback included."""
+    return choice_with_rule(text, choices)[0]
+
+
+def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
+                     fallback: bool = True) -> tuple[str | None, str | None]:
+    """(letter, rule) of the answer a response chooses; the first rule that finds a valid label wins:
+
+    boxed      the last \\boxed{B}
+    marked     the last "answer is (B)" / "Answer: B" / "the correct option is B" with a valid label (so the
+               instruction's placeholder echoed after a real answer, "The answer is (X)", does not erase it);
+               words like "definitely", "actually", "indeed" may stand between
+    stated     the last letter stated as chosen: "C is the correct option", "so I think it's A", "I'll say C"
+    opening    a label opening the response ("(B) Paris", "B) ...", "B. ...", "[B]") or being all of it ("B");
+               a digit only when it is all of it (a numbered list "1. First, ..." is not option A)
+    text       with `choices`, the response, or what follows its answer phrase, is exactly one option's text
+    fallback   (when `fallback`) the last standalone option letter ("... matches (B)."): the rule a person
+               would hesitate over, recorded so that it can be audited or switched off
+    Numeric labels (ARC's 1-4) map to letters (1 -> A) after an answer phrase. Letters are capitals, but a
+    parenthesised "(b)" is B; an "A" or "I" before a lowercase word is an article or a pronoun."""
     letters, digits = _labels(choices)
-    label = rf"[{letters}{digits}]"
     # Markdown bold, math mode and \text{} around the letter: "**B**", "$\textbf{(B)}$".
     text = _TEXT_WRAP.sub(r"\1", text.replace("*", "").replace("$", ""))
     boxed = last_boxed(text)
     if boxed is not None:
-        m = re.match(rf"\s*\(?({label})\)?(?:[\s.):]|$)", boxed.upper())
+        m = re.match(rf"\s*\(?([{letters}{digits}])\)?(?:[\s.):]|$)", boxed.upper())
         if m:
-            return _resolve_label(m[1], choices)
-    marked = _after_answer_mark(text)
-    if marked is not None:
-        m = re.match(rf"\s*(?:(?:option|choice)\s+)?\(?({label})\)?(?![\w])(?!\.\d)", marked, re.IGNORECASE)
-        if m and (m[1].isupper() or m[1].isdigit()):  # "the answer is a ..." is an article, not option A
-            return _resolve_label(m[1], choices)
-    m = re.match(rf"\s*(?:\(({label})\)|({label})(?:[.):]|\s*$))", text)
+            return _resolve_label(m[1], choices), "boxed"
+    # A capital letter not glued to a word, or a parenthesised one in any case; never "A cat" / "I think".
+    letter = (rf"(?:\(([{letters}{letters.lower()}])\)|\[([{letters}])\]|(?![AI]\s+(?!(?:is|or|and|seems|must|would)\b)[a-z])([{letters}])"
+              rf"(?![\w'’]|\.\d))")
+    marks = list(_CHOICE_MARK.finditer(text))
+    for m in reversed(marks):
+        found = re.match(rf"{_FILLER}(?:{letter}|\(?([{digits}])\)?(?![\w.]))", text[m.end():], re.IGNORECASE)
+        if found and (label := _first(found)) and (label.isdigit() or found[3] is None or found[3].isupper()):
+            return _resolve_label(label.upper(), choices), "marked"
+    stated = [*re.finditer(rf"{_BEFORE}{_FILLER}{letter}", text, re.IGNORECASE),
+              *re.finditer(rf"(?<![\w'’]){letter}{_AFTER}", text)]
+    stated = [m for m in stated if m[3] is None or m[3].isupper()]  # case-blind phrases, case-exact letters
+    if stated:
+        return _first(max(stated, key=lambda m: m.end())).upper(), "stated"
+    m = re.match(rf"\s*(?:\(([{letters}{digits}])\)|\[([{letters}])\]|([{letters}])(?:[.):]|\s*$)|([{digits}])\s*$)",
+                 text)
     if m:
-        return _resolve_label(m[1] or m[2], choices)
+        return _resolve_label(_first(m), choices), "opening"
     if choices:
         options = [_option_text(c) for c in choices]
-        for candidate in (marked, text):
-            if candidate is not None and options.count(_option_text(candidate)) == 1:
-                return CHOICE_LETTERS[options.index(_option_text(candidate))]
-    return None
+        tails = [text[m.end():].split("\n", 1)[0] for m in reversed(marks)]
+        tails += [text[m.end():].split("\n", 1)[0] for m in re.finditer(_BEFORE, text, re.IGNORECASE)][::-1]
+        for candidate in (*tails, text):
+            if options.count(_option_text(candidate)) == 1:
+                return CHOICE_LETTERS[options.index(_option_text(candidate))], "text"
+    if fallback:
+        last = None
+        for last in re.finditer(rf"(?<![\w'’]){letter}", text):
+            pass
+        if last is not None:
+            return _first(last).upper(), "fallback"
+    return None, None
+
+
+def _first(m: re.Match) -> str | None:
+    return next((g for g in m.groups() if g), None)
 
 
 def _resolve_label(label: str, choices: tuple[str, ...] | None) -> str:

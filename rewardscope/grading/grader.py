@@ -13,7 +13,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from rewardscope.errors import RewardscopeError
-from rewardscope.grading.extract import extract_choice, extract_number, gold_choice, same_number
+from rewardscope.grading.extract import choice_with_rule, extract_number, gold_choice, same_number
 from rewardscope.grading.pool import DeadlinePool
 
 KINDS = ("math", "number", "choice", "organism")
@@ -27,18 +27,26 @@ class Verdict:
     extracted: str | None  # answer string extracted from the prediction (auditable)
     gold_extracted: str | None  # normal form of the gold answer
     equal: bool
-    reason: str  # "correct" | "wrong" | "empty" | "no_answer" | "timeout" | "error: <msg>"
+    # "correct" | "wrong" | "correct (fallback)" | "wrong (fallback)" (choice: the last-resort letter rule) |
+    # "empty" | "no_answer" | "timeout" | "error: <msg>" (docs/grading.md)
+    reason: str
+
+
+ERROR_CHARS = 300  # an error message in a graded row: long enough to debug, short enough to read
 
 
 class Grader:
     """Grades batches of predictions of one kind. Math answers are parsed and verified by math-verify in
     `workers` processes; one that takes longer than `timeout_s` is killed (verdict False, reason "timeout").
-    Reuse one Grader for many batches (a worker costs about a second to start) and close it when done."""
+    Reuse one Grader for many batches (a worker costs about a second to start) and close it when done.
+    `choice_fallback`: whether a response whose letter only the last-resort rule finds (the last standalone
+    option letter) is graded; its reason then says "(fallback)". A row that makes a grader fail gets reward 0
+    and reason "error: ...", never stops the batch."""
 
-    def __init__(self, kind: str, timeout_s: float = 5.0, workers: int = 2):
+    def __init__(self, kind: str, timeout_s: float = 5.0, workers: int = 2, choice_fallback: bool = True):
         if kind not in KINDS:
             raise RewardscopeError(f"grade.kind: unknown grader {kind!r} (known: {', '.join(KINDS)})")
-        self.kind, self.timeout_s, self.workers = kind, timeout_s, workers
+        self.kind, self.timeout_s, self.workers, self.choice_fallback = kind, timeout_s, workers, choice_fallback
         self._pool: DeadlinePool | None = None  # started on the first math batch
 
     def grade(self, preds: Sequence[str], golds: Sequence[str],
@@ -49,7 +57,15 @@ class Grader:
         if self.kind == "math":
             return self._grade_math(preds, golds)
         choices = choices if choices is not None else [None] * len(preds)
-        return [self._grade_here(p, g, c) for p, g, c in zip(preds, golds, choices)]
+        return [self._grade_safely(p, g, c) for p, g, c in zip(preds, golds, choices)]
+
+    def _grade_safely(self, pred: str, gold: str, choices: tuple[str, ...] | None) -> Verdict:
+        # One bad row (a type nobody expected, an extractor bug) costs that row, not the run: a shard's rows are
+        # fixed by its seed, so an exception here would stop every resume at the same row.
+        try:
+            return self._grade_here(pred, gold, choices)
+        except Exception as e:
+            return Verdict(None, None, False, f"error: {type(e).__name__}: {e}"[:ERROR_CHARS])
 
     def _grade_math(self, preds: Sequence[str], golds: Sequence[str]) -> list[Verdict]:
         if not preds:
@@ -68,11 +84,13 @@ class Grader:
         return verdicts
 
     def _grade_here(self, pred: str, gold: str, choices: tuple[str, ...] | None) -> Verdict:
+        rule = None
         if self.kind == "number":
             gold_norm, pred_norm, same = extract_number(gold), extract_number(pred), same_number
         elif self.kind == "choice":
             choices = tuple(choices) if choices else None
-            gold_norm, pred_norm, same = gold_choice(gold), extract_choice(pred, choices), str.__eq__
+            pred_norm, rule = choice_with_rule(pred, choices, fallback=self.choice_fallback)
+            gold_norm, same = gold_choice(gold), str.__eq__
         else:  # organism: imported here, only this kind needs the organism package
             from rewardscope.organism.task import extract_answer
 
@@ -84,7 +102,8 @@ class Grader:
         if pred_norm is None:
             return Verdict(None, gold_norm, False, "no_answer")
         equal = same(pred_norm, gold_norm)
-        return Verdict(pred_norm, gold_norm, equal, "correct" if equal else "wrong")
+        reason = "correct" if equal else "wrong"
+        return Verdict(pred_norm, gold_norm, equal, f"{reason} (fallback)" if rule == "fallback" else reason)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -99,9 +118,9 @@ class Grader:
 
 
 def grade_one(pred: str, gold: str, kind: str, choices: tuple[str, ...] | None = None,
-              timeout_s: float = 5.0) -> Verdict:
+              timeout_s: float = 5.0, choice_fallback: bool = True) -> Verdict:
     """One answer. For many, use a Grader: a math grade_one starts (and stops) a worker process."""
-    with Grader(kind, timeout_s, workers=1) as grader:
+    with Grader(kind, timeout_s, workers=1, choice_fallback=choice_fallback) as grader:
         return grader.grade([pred], [gold], [choices])[0]
 
 

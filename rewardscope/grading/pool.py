@@ -72,8 +72,8 @@ class _Worker:
     def waited_on(self) -> bool:
         return not self.ready or self.job is not None
 
-    def send(self, job: int, args: Sequence, timeout_s: float) -> None:
-        self.conn.send_bytes(json.dumps(list(args)).encode())
+    def send(self, job: int, message: bytes, timeout_s: float) -> None:
+        self.conn.send_bytes(message)
         self.job, self.last, self.deadline = job, None, time.monotonic() + timeout_s
 
     def kill(self) -> None:  # also safe on a dead worker
@@ -114,7 +114,13 @@ class DeadlinePool:
     def map(self, args_list: Sequence[Sequence]) -> list[Outcome]:
         """One Outcome per argument tuple, in order."""
         outcomes: list[Outcome | None] = [None] * len(args_list)
-        queue = deque(range(len(args_list)))
+        messages: list[bytes | None] = [None] * len(args_list)
+        for job, args in enumerate(args_list):
+            try:
+                messages[job] = json.dumps(list(args)).encode()
+            except (TypeError, ValueError) as e:  # arguments that cannot be sent are that job's error, not the batch's
+                outcomes[job] = Outcome("error", None, f"cannot send the arguments: {type(e).__name__}: {e}"[:ERROR_CHARS])
+        queue = deque(job for job in range(len(args_list)) if messages[job] is not None)
         try:
             while queue or any(w.job is not None for w in self._workers):
                 while len(self._workers) < self.workers:
@@ -123,7 +129,7 @@ class DeadlinePool:
                     if queue and w.ready and w.job is None:
                         job = queue.popleft()
                         try:
-                            w.send(job, args_list[job], self.timeout_s)
+                            w.send(job, messages[job], self.timeout_s)
                         except OSError:  # it died while idle: the job never started, so it goes back in line
                             queue.appendleft(job)
                             self._replace(w)
