@@ -20,9 +20,26 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """`model.device` as a torch device that exists here; a missing GPU fails now, with the reason, not in the
+    middle of a stage."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise RewardscopeError(f"model.device: {device!r} is not a device (auto, cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "no GPU is visible" if torch.version.cuda else f"torch {torch.__version__} is built without CUDA"
+            raise RewardscopeError(f"model.device: {device!r} but CUDA is not available ({why}); "
+                                   f"use model.device=cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RewardscopeError(f"model.device: {device!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RewardscopeError(f"model.device: {device!r} but MPS is not available here; use model.device=cpu or auto")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise RewardscopeError(f"model.device: {device!r}: only cpu, cuda and mps are supported")
+    return dev
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -81,6 +98,29 @@ def model_fingerprint(name: str, revision: str | None = None) -> str | None:
     except Exception:  # an id the hub library rejects: loading will report it
         return None
     return f"hub:{Path(cached).parent.name}" if isinstance(cached, str) else None
+
+
+def load_config(cfg):
+    """The text config (layers, width, context) of a `ModelConfig`'s model, without loading its weights."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_path(cfg.name), revision=cfg.revision,
+                                            trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise RewardscopeError(f"cannot load the config of model {cfg.name!r}: {e}") from None
+    return config.get_text_config()
+
+
+def context_length(model) -> int | None:
+    """The most positions (prompt + response) `model` was built for, or None if its config does not say.
+
+    A Hugging Face model: its config's max_position_embeddings (GPT-2's n_positions); a vllm.LLM: max_model_len."""
+    engine = getattr(model, "llm_engine", None)
+    if engine is not None:
+        return getattr(getattr(engine, "model_config", None), "max_model_len", None)
+    config = model.config.get_text_config() if hasattr(model, "config") else None
+    return getattr(config, "max_position_embeddings", None)
 
 
 def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False):

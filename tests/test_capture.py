@@ -5,6 +5,7 @@ Rollouts come from real tiny models' `generate` (helper `make_rollouts` writes r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 from collections import Counter
@@ -20,30 +21,11 @@ from rewardscope.capture.extract import KINDS, plan_capture, state_rows
 from rewardscope.capture.reader import shard_path
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import decoder_layers
-from rewardscope.io import write_parquet
+from rewardscope.io import read_json, write_parquet
 from rewardscope.models import TINY_ARCHITECTURES, tiny_model
+from rewardscope.rollout.steps import step_ends
 
 QUESTIONS = ["What is 3+4?", "Add 12 and 30, then halve it.", "x", "A train leaves at 9. When does it arrive?"]
-
-
-def step_ends(tokenizer, response_ids: list[int], delimiter: str) -> list[int]:
-    """The rollout stage's step ends when it is there; else the same rule for one-character tokens."""
-    try:
-        from rewardscope.rollout.steps import step_ends as real_step_ends
-    except ImportError:
-        pass
-    else:
-        return real_step_ends(tokenizer, response_ids, delimiter)
-    ends: list[int] = []
-    for i, char in enumerate(tokenizer.convert_ids_to_tokens(response_ids)):
-        if char == delimiter:
-            if ends and ends[-1] == i - 1:
-                ends[-1] = i  # an empty step (repeated delimiter) joins the step before it
-            else:
-                ends.append(i)
-    if response_ids and (not ends or ends[-1] != len(response_ids) - 1):
-        ends.append(len(response_ids) - 1)
-    return ends
 
 
 def make_rollouts(model, tokenizer, n: int = 7, seed: int = 0) -> pa.Table:
@@ -266,47 +248,91 @@ class _Crash(Exception):
     pass
 
 
+@contextlib.contextmanager
+def crash_at_forward(model, n: int):
+    """Raise _Crash in the n-th forward through the model's first block (a killed capture, mid-run); yields the
+    list of forwards seen."""
+    calls = []
+
+    def hook(module, args, output):
+        calls.append(1)
+        if len(calls) == n:
+            raise _Crash
+
+    handle = decoder_layers(model)[0].register_forward_hook(hook)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def interrupted_capture(model, tokenizer, rollouts, out, main_batches: int, **settings):
+    """A capture that crashes in its main forward number `main_batches` + 1 (after the s_0 prompt forwards)."""
+    prompt_batches = -(-len(plan_capture(rollouts).prompts) // settings["batch_size"])
+    with crash_at_forward(model, prompt_batches + main_batches + 1), pytest.raises(_Crash):
+        capture(model, tokenizer, rollouts, out, **settings)
+    return sorted(p.name for p in (out / "index").iterdir())
+
+
 def test_interrupted_capture_resumes_to_identical_files(tmp_path):
     model, tokenizer, rollouts = model_and_rollouts("mistral")
     settings = dict(batch_size=2, shard_rows=12)
     whole = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "whole", **settings))
 
-    calls = []
-
-    def crash_on_third_batch(module, args, output):
-        calls.append(1)
-        if len(calls) == 3:
-            raise _Crash
-
-    handle = decoder_layers(model)[0].register_forward_hook(crash_on_third_batch)
-    try:
-        with pytest.raises(_Crash):
-            capture(model, tokenizer, rollouts, tmp_path / "cut", **settings)
-    finally:
-        handle.remove()
     cut = tmp_path / "cut"
-    written = sorted(p.name for p in (cut / "index").iterdir())
+    written = interrupted_capture(model, tokenizer, rollouts, cut, main_batches=2, **settings)
     assert 0 < len(written) < whole.metadata["shards"]
     with pytest.raises(RewardscopeError, match=rf"capture incomplete \({len(written)} of \d+ shards"):
         CaptureReader(cut)
+    before = read_json(cut / "metadata.json")["stats"]["elapsed_s"]  # saved after each shard
+    assert before > 0
     # A half-written next shard (no index part) is overwritten on resume.
     shard_path(cut, 1, len(written)).parent.mkdir(parents=True, exist_ok=True)
     shard_path(cut, 1, len(written)).write_bytes(b"partial")
 
     resumed = CaptureReader(capture(model, tokenizer, rollouts, cut, **settings))
-    assert resumed.metadata["stats"]["resumed_from_shard"] == len(written)
+    stats = resumed.metadata["stats"]
+    assert stats["resumed_from_shard"] == len(written)
+    # The statistics cover the whole capture, not the part this run did.
+    assert stats["tokens"] == whole.metadata["stats"]["tokens"] == plan_capture(rollouts).tokens
+    assert stats["elapsed_s"] > before
     assert resumed.index.equals(whole.index)
     for layer in whole.layers:
         assert torch.equal(resumed.load(layer), whole.load(layer))
 
     # Finished: a no-op that never runs the model.
-    handle = decoder_layers(model)[0].register_forward_hook(crash_on_third_batch)
-    calls.clear()
-    try:
+    with crash_at_forward(model, 1) as calls:
         capture(model, tokenizer, rollouts, cut, **settings)
-    finally:
-        handle.remove()
     assert calls == []
+
+
+def s0_by_problem(reader: CaptureReader, layer: int) -> dict[str, list[torch.Tensor]]:
+    index = reader.index.to_pydict()
+    rows = [i for i, kind in enumerate(index["position_kind"]) if kind == "s0"]
+    states = reader.load(layer, np.array(rows))
+    out: dict[str, list[torch.Tensor]] = {}
+    for state, row in zip(states, rows):
+        out.setdefault(index["problem_id"][row], []).append(state)
+    return out
+
+
+def test_every_rollout_of_a_problem_has_the_same_s0_bits(tmp_path):
+    """s_0 is the state of the shared prompt: taken from each rollout's own forward, it moved with the batch the
+    rollout ran in (float32 rounding, here in 3 of the tiny Llama's s_0 rows), also after a resume."""
+    model, tokenizer, rollouts = model_and_rollouts("llama")
+    settings = dict(batch_size=2, shard_rows=12, dtype="float32")
+    whole = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "whole", **settings))
+    interrupted_capture(model, tokenizer, rollouts, tmp_path / "cut", main_batches=2, **settings)
+    resumed = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "cut", **settings))
+    assert resumed.metadata["stats"]["resumed_from_shard"] > 0
+    problems = Counter(rollouts.column("problem_id").to_pylist())
+    assert max(problems.values()) > 1, "the fixture needs problems with several rollouts"
+    for layer in whole.layers:
+        for reader in (whole, resumed):
+            for problem, states in s0_by_problem(reader, layer).items():
+                assert len(states) == problems[problem]
+                assert all(torch.equal(state, states[0]) for state in states), (layer, problem)
+        assert torch.equal(resumed.load(layer), whole.load(layer))
 
 
 def test_refuses_a_directory_captured_with_other_settings(tmp_path):

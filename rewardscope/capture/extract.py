@@ -3,6 +3,10 @@
 States kept (CaptureConfig.positions):
 - "all":   s_0 (the last prompt token, before anything is generated) and every generated token;
 - "steps": s_0, the step ends and the last token (the probe's "last token" state), to save disk.
+s_0 is one state per distinct prompt: all rollouts of a problem share their prompt, so they get the same s_0
+bits, from a prompt-only forward in batches fixed by the rollouts table alone (the same after a resume). Taken
+from each rollout's own forward, it would move at rounding level with the batch the response ran in (longest
+first: with its length), and an AUROC over s_0 would break its within-problem ties by that noise.
 The EOS token's state is never kept: generation stops when EOS is *sampled*, so the model never reads it (no
 sampled trajectory has a state there), and step_ends never point at it. The last kept token (`is_last`) is the
 last one before EOS, the same token the last step ends at.
@@ -11,12 +15,17 @@ Order: rollouts run longest first (less padding per batch; out-of-memory shows a
 rollout's rows are contiguous and in position order, and index.parquet lists rollouts in that processing
 order, not by rollout_id: select rows by the index columns, never by assuming an order.
 
-Memory: one buffer of `shard_rows` states per layer, written out when full, plus the index (~50 bytes a row):
-it does not grow with the number of states.
+Memory: one buffer of `shard_rows` states per layer, written out when full, the index (~50 bytes a row) and
+one s_0 per distinct prompt and layer: it does not grow with the number of rollouts.
+
+Disk: `check_disk` estimates the whole capture (states, safetensors headers, the index twice, a margin) and
+refuses a disk too small before the model is loaded; a disk that fills up anyway stops the capture with a
+RewardscopeError saying what is kept (every complete shard) and that a re-run resumes.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import shutil
 import time
@@ -27,21 +36,23 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 from tqdm import tqdm
 
 from rewardscope import __version__
 from rewardscope.capture.reader import completed_shards, part_path, shard_path
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import num_layers, residual_hooks, resolve_layers
-from rewardscope.io import atomic_path, read_json, write_json, write_parquet
+from rewardscope.io import atomic_path, is_temporary, read_json, write_json, write_parquet
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 POSITIONS = ("all", "steps")
 KINDS = ("s0", "token", "step_end")
 REQUIRED_COLUMNS = ("rollout_id", "problem_id", "prompt_ids", "response_ids", "step_ends", "finish_reason", "reward")
 # A capture directory is resumed or reused only if these match the run's own.
-SETTINGS = ("model", "revision", "model_fingerprint", "layers", "dtype", "positions", "shard_rows", "rollouts_sha256")
+SETTINGS = ("model", "revision", "model_fingerprint", "layers", "dtype", "positions", "shard_rows", "rollouts_sha256",
+            "s0")
+S0 = "prompt forward"  # metadata "s0": how s_0 was taken (older captures took it from each rollout's forward)
 
 
 @dataclass
@@ -49,10 +60,17 @@ class CapturePlan:
     """What each forward runs and where each state goes, from the rollouts table alone (no model needed)."""
 
     sequences: list[np.ndarray]  # per rollout, in processing order: prompt + response ids, EOS dropped
-    selected: list[np.ndarray]  # per rollout: positions in its sequence whose states are kept, in row order
-    first_rows: np.ndarray  # [n_rollouts + 1]: global row of each rollout's first state; last = total rows
+    selected: list[np.ndarray]  # per rollout: positions in its sequence of its states after s_0, in row order
+    prompts: list[np.ndarray]  # distinct prompts, longest first (then table order): the s_0 forwards' order
+    prompt_of: np.ndarray  # per rollout, in processing order: its prompt's index in `prompts`
+    first_rows: np.ndarray  # [n_rollouts + 1]: global row of each rollout's first state (its s_0); last = total
     index: pa.Table  # one row per state, in storage order: index.parquet
     fingerprint: str  # hash of every rollout's ids, step ends and finish reason
+
+    @property
+    def tokens(self) -> int:
+        """Prompt + response tokens of every rollout: the capture's work, counted once however often resumed."""
+        return sum(len(s) for s in self.sequences)
 
 
 def plan_capture(rollouts: pa.Table, positions: str = "all") -> CapturePlan:
@@ -77,13 +95,16 @@ def plan_capture(rollouts: pa.Table, positions: str = "all") -> CapturePlan:
         )
 
     order = np.argsort(-(n_prompt + n_kept), kind="stable")
+    keys = [prompt[prompt_at[i] : prompt_at[i + 1]].tobytes() for i in range(rollouts.num_rows)]
+    distinct = sorted(dict.fromkeys(keys), key=len, reverse=True)  # stable: ties keep table order
+    where = {key: j for j, key in enumerate(distinct)}
     sequences, selected, columns = [], [], []
     for i in order:
         ends = steps[steps_at[i] : steps_at[i + 1]]
         rows = state_rows(int(n_kept[i]), ends, positions, int(rollout_ids[i]))
         kept = response[response_at[i] : response_at[i] + n_kept[i]]
         sequences.append(np.concatenate([prompt[prompt_at[i] : prompt_at[i + 1]], kept]))
-        selected.append(n_prompt[i] + rows[0])  # token -1 (s_0) -> the last prompt position
+        selected.append(n_prompt[i] + rows[0][1:])  # response token t -> position n_prompt + t; s_0 comes apart
         columns.append(rows)
     tokens, kinds, step_index, is_last = (np.concatenate(c) for c in zip(*columns))
 
@@ -104,7 +125,9 @@ def plan_capture(rollouts: pa.Table, positions: str = "all") -> CapturePlan:
     for part in (rollout_ids, prompt, prompt_at, response, response_at, steps, steps_at, eos):
         digest.update(np.ascontiguousarray(part).tobytes())
     first_rows = np.concatenate([[0], np.cumsum(counts)])
-    return CapturePlan(sequences, selected, first_rows, index, digest.hexdigest()[:16])
+    prompts = [np.frombuffer(key, dtype=np.int32) for key in distinct]
+    prompt_of = np.array([where[keys[i]] for i in order], dtype=np.int64)
+    return CapturePlan(sequences, selected, prompts, prompt_of, first_rows, index, digest.hexdigest()[:16])
 
 
 def state_rows(n_tokens: int, step_ends: np.ndarray, positions: str, rollout_id: int):
@@ -151,20 +174,56 @@ def pad_batch(sequences: list[np.ndarray], pad_id: int, padding_side: str, devic
     return {k: v.to(device) for k, v in inputs.items()}, starts
 
 
+def prompt_states(
+    model, plan: CapturePlan, layers: list[int], dtype: torch.dtype, batch_size: int, pad_id: int,
+    padding_side: str, needed: np.ndarray,
+) -> list[torch.Tensor]:
+    """s_0 of the distinct prompts: per layer, [n_prompts, d] (rows of prompts not in `needed` stay zero).
+
+    Prompts run alone, in fixed batches of `batch_size` in plan order: a batch not needed (resume) is skipped
+    whole, never recomposed, so every s_0 has the same bits as in an uninterrupted capture."""
+    device = model.get_input_embeddings().weight.device
+    hidden = model.config.get_text_config().hidden_size
+    out = [torch.zeros(len(plan.prompts), hidden, dtype=dtype) for _ in layers]
+    wanted = np.zeros(len(plan.prompts), dtype=bool)
+    wanted[needed] = True
+    for b0 in range(0, len(plan.prompts), batch_size):
+        if not wanted[b0 : b0 + batch_size].any():
+            continue
+        prompts = plan.prompts[b0 : b0 + batch_size]
+        inputs, starts = pad_batch(prompts, pad_id, padding_side, device)
+        width = inputs["input_ids"].shape[1]
+        last = np.array([b * width + start + len(p) - 1 for b, (start, p) in enumerate(zip(starts, prompts))])
+        for layer_out, states in zip(out, _forward(model, inputs, torch.from_numpy(last).to(device), layers, dtype)):
+            layer_out[b0 : b0 + len(prompts)] = states
+    return out
+
+
 def iter_states(
     model, plan: CapturePlan, layers: list[int], dtype: torch.dtype = torch.float16, batch_size: int = 8,
     pad_id: int = 0, padding_side: str = "right", start: int = 0,
 ) -> Iterator[tuple[int, list[torch.Tensor], int]]:
     """Per batch of rollouts (processing order, from rollout `start`): (first row, [rows, d] CPU states of each
-    layer, tokens forwarded)."""
+    layer, tokens forwarded). Each rollout's first row is its prompt's s_0 (prompt_states)."""
     device = model.get_input_embeddings().weight.device
+    s0 = prompt_states(model, plan, layers, dtype, batch_size, pad_id, padding_side, plan.prompt_of[start:])
     for b0 in range(start, len(plan.sequences), batch_size):
         sequences = plan.sequences[b0 : b0 + batch_size]
-        inputs, starts = pad_batch(sequences, pad_id, padding_side, device)
-        width = inputs["input_ids"].shape[1]
         selected = plan.selected[b0 : b0 + batch_size]
-        flat = np.concatenate([b * width + start + sel for b, (start, sel) in enumerate(zip(starts, selected))])
-        states = _forward(model, inputs, torch.from_numpy(flat).to(device), layers, dtype)
+        counts = np.array([1 + len(sel) for sel in selected])
+        is_s0 = np.zeros(counts.sum(), dtype=bool)
+        is_s0[np.cumsum(counts) - counts] = True
+        is_s0 = torch.from_numpy(is_s0)
+        states = [torch.empty(len(is_s0), layer_s0.shape[1], dtype=dtype) for layer_s0 in s0]
+        for layer_states, layer_s0 in zip(states, s0):
+            layer_states[is_s0] = layer_s0[torch.from_numpy(plan.prompt_of[b0 : b0 + batch_size])]
+        if not is_s0.all():  # a batch of empty responses needs no forward
+            inputs, starts = pad_batch(sequences, pad_id, padding_side, device)
+            width = inputs["input_ids"].shape[1]
+            flat = np.concatenate([b * width + start + sel for b, (start, sel) in enumerate(zip(starts, selected))])
+            kept = _forward(model, inputs, torch.from_numpy(flat).to(device), layers, dtype)
+            for layer_states, layer_kept in zip(states, kept):
+                layer_states[~is_s0] = layer_kept
         yield int(plan.first_rows[b0]), states, sum(len(s) for s in sequences)
 
 
@@ -196,10 +255,12 @@ class _ShardWriter:
     """One buffer of `shard_rows` states per layer. A full buffer is written as shard K of every layer, then
     index/part-K.parquet, which marks shard K complete (an interrupted shard is simply written again)."""
 
-    def __init__(self, out_dir: Path, layers: list[int], buffer: torch.Tensor, index: pa.Table, row: int):
+    def __init__(self, out_dir: Path, layers: list[int], buffer: torch.Tensor, index: pa.Table, row: int,
+                 on_shard=None):
         self.out_dir, self.layers, self.buffer, self.index = out_dir, layers, buffer, index
         self.shard_rows = buffer.shape[1]
         self.row = row  # next global row to store
+        self.on_shard = on_shard  # called after each complete shard
 
     def write(self, first_row: int, states: list[torch.Tensor]) -> None:
         at = self.row - first_row  # rows before self.row are on disk already (resumed run)
@@ -215,22 +276,27 @@ class _ShardWriter:
     def _flush(self, shard: int, n: int) -> None:
         for layer, buf in zip(self.layers, self.buffer):
             with atomic_path(shard_path(self.out_dir, layer, shard)) as tmp:
-                save_file({"states": buf[:n]}, tmp)
+                # Written by Python, not safetensors' save_file, so that a full disk is an OSError with errno
+                # ENOSPC (save_file turns it into a SafetensorError with the errno only in its text).
+                tmp.write_bytes(save({"states": buf[:n]}))
         write_parquet(part_path(self.out_dir, shard), self.index.slice(shard * self.shard_rows, n))
+        if self.on_shard is not None:
+            self.on_shard(shard)
 
 
 def capture(
     model, tokenizer, rollouts: pa.Table, out_dir: str | Path, layers: list[int] | str = "all",
     positions: str = "all", dtype: str = "float16", batch_size: int = 8, shard_rows: int = 8192, *,
     padding_side: str = "right", model_name: str | None = None, revision: str | None = None,
-    model_fingerprint: str | None = None,
+    model_fingerprint: str | None = None, plan: CapturePlan | None = None,
 ) -> Path:
     """Capture the residual-stream states of `rollouts` (rollouts.parquet's columns) into `out_dir`.
 
     Resumes an interrupted capture of the same settings; returns at once if it is complete. Right padding is the
     default because pad tokens after a sequence cannot reach it through causal attention even if a model mishandled
     the mask; left padding gives the same states (tested). `model_name`/`revision`/`model_fingerprint` are
-    recorded in metadata.json (default name: the model's name_or_path).
+    recorded in metadata.json (default name: the model's name_or_path). `plan`: plan_capture(rollouts, positions)
+    from a caller that has already run check_disk with it (the stage, before loading the model).
     """
     out_dir = Path(out_dir)
     if dtype not in STORAGE_DTYPES:
@@ -243,52 +309,70 @@ def capture(
         raise RewardscopeError("the model is in training mode (dropout would perturb the states): call model.eval()")
     n_layers = num_layers(model)
     layers = resolve_layers(layers, n_layers)
-    plan = plan_capture(rollouts, positions)
+    checked = plan is not None
+    plan = plan if checked else plan_capture(rollouts, positions)
     hidden_size = model.config.get_text_config().hidden_size
     n_rows = plan.index.num_rows
     n_shards = -(-n_rows // shard_rows)
     meta = dict(
         model=model_name or model.name_or_path, revision=revision, model_fingerprint=model_fingerprint,
         num_layers=n_layers, hidden_size=hidden_size, layers=layers, dtype=dtype, positions=positions,
-        shard_rows=shard_rows, rollouts_sha256=plan.fingerprint, n_rollouts=rollouts.num_rows, n_rows=n_rows, shards=n_shards,
-        compute_dtype=str(model.dtype).removeprefix("torch."), code_version=__version__, complete=False,
+        shard_rows=shard_rows, rollouts_sha256=plan.fingerprint, n_rollouts=rollouts.num_rows, n_rows=n_rows,
+        shards=n_shards, s0=S0, compute_dtype=str(model.dtype).removeprefix("torch."), code_version=__version__,
+        complete=False,
     )
     meta_path = out_dir / "metadata.json"
+    earlier = 0.0  # seconds spent by earlier, interrupted runs of this capture
     if meta_path.exists():
         existing = read_json(meta_path)
         check_compatible(existing, meta, out_dir)
         if existing.get("complete"):
             return out_dir
+        earlier = float(existing.get("stats", {}).get("elapsed_s", 0.0))
     done = completed_shards(out_dir, n_shards)
-    _check_disk(out_dir, n_rows, len(layers), hidden_size, dtype, n_shards, done)
-    write_json(meta_path, meta)
+    need = disk_need(plan, len(layers), hidden_size, dtype, shard_rows)
+    if not checked:
+        check_disk(out_dir, plan, len(layers), hidden_size, dtype, shard_rows)
+    started = time.perf_counter()
 
-    start_row = done * shard_rows
-    # Restart from the batch holding the first missing row, with the same batches as an uninterrupted run, so
-    # resumed states are bit-identical to it.
-    first = int(np.searchsorted(plan.first_rows, start_row, side="right")) - 1
-    first = first // batch_size * batch_size
-    buffer = torch.empty(len(layers), min(shard_rows, n_rows), hidden_size, dtype=STORAGE_DTYPES[dtype])
-    writer = _ShardWriter(out_dir, layers, buffer, plan.index, start_row)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tokens, started = 0, time.perf_counter()
-    if done < n_shards:
-        total = sum(len(s) for s in plan.sequences[first:])
-        with tqdm(total=total, unit="tok", unit_scale=True, desc="extract") as bar:
-            batches = iter_states(model, plan, layers, STORAGE_DTYPES[dtype], batch_size, pad_id, padding_side, first)
-            for row, states, n_tokens in batches:
-                writer.write(row, states)
-                tokens += n_tokens
-                bar.update(n_tokens)
-    elapsed = time.perf_counter() - started
+    def stats() -> dict:
+        # Cumulative over every run of this capture, so a resumed capture's figures cover all of it.
+        elapsed = earlier + time.perf_counter() - started
+        return dict(elapsed_s=round(elapsed, 3), tokens=plan.tokens,
+                    tokens_per_s=round(plan.tokens / max(elapsed, 1e-9), 1), resumed_from_shard=done)
 
-    write_parquet(out_dir / "index.parquet", plan.index)
-    meta.update(
-        complete=True, bytes=sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()),
-        stats=dict(elapsed_s=round(elapsed, 3), tokens=tokens, tokens_per_s=round(tokens / max(elapsed, 1e-9), 1),
-                   resumed_from_shard=done),
-    )
-    write_json(meta_path, meta)
+    def save_progress(shard: int) -> None:
+        write_json(meta_path, {**meta, "stats": stats()})
+
+    try:
+        save_progress(-1)
+        # Restart from the batch holding the first missing row, with the same batches as an uninterrupted run,
+        # so resumed states are bit-identical to it.
+        first = int(np.searchsorted(plan.first_rows, done * shard_rows, side="right")) - 1
+        first = first // batch_size * batch_size
+        buffer = torch.empty(len(layers), min(shard_rows, n_rows), hidden_size, dtype=STORAGE_DTYPES[dtype])
+        writer = _ShardWriter(out_dir, layers, buffer, plan.index, done * shard_rows, on_shard=save_progress)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        if done < n_shards:
+            total = sum(len(s) for s in plan.sequences[first:])
+            with tqdm(total=total, unit="tok", unit_scale=True, desc="extract") as bar:
+                batches = iter_states(model, plan, layers, STORAGE_DTYPES[dtype], batch_size, pad_id, padding_side,
+                                      first)
+                for row, states, n_tokens in batches:
+                    writer.write(row, states)
+                    bar.update(n_tokens)
+        write_parquet(out_dir / "index.parquet", plan.index)
+        written = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file() and not is_temporary(p))
+        write_json(meta_path, {**meta, "complete": True, "bytes": written, "stats": stats()})
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        kept = completed_shards(out_dir, n_shards)
+        raise RewardscopeError(
+            f"{out_dir}: the disk filled up: this capture needs about {_human(need)} in all; {kept} of {n_shards} "
+            f"shards are complete and kept (the partial file was removed). Free some space (or capture fewer "
+            f"layers, capture.positions=steps, a smaller capture.dtype) and run `extract` again: it resumes from "
+            f"shard {kept}") from None
     return out_dir
 
 
@@ -304,13 +388,32 @@ def check_compatible(existing: dict, expected: dict, where: Path) -> None:
             )
 
 
-def _check_disk(out_dir: Path, n_rows: int, n_layers: int, hidden: int, dtype: str, n_shards: int, done: int):
-    itemsize = STORAGE_DTYPES[dtype].itemsize
-    needed = n_rows * n_layers * hidden * itemsize
+_HEADER_BYTES = 256  # a safetensors file's 8-byte length and JSON header ({"states": {dtype, shape, offsets}})
+_FILE_BYTES = 8192  # per file: a parquet footer, and the filesystem block a small file rounds up to
+
+
+def disk_need(plan: CapturePlan, n_layers: int, hidden: int, dtype: str, shard_rows: int) -> int:
+    """Bytes a whole capture takes on disk: the states, each shard file's header, the index twice (its parts
+    and index.parquet, bounded by its Arrow size) and a file's worth per file, plus a margin of 2% and 1 MiB."""
+    n_rows = plan.index.num_rows
+    n_shards = -(-n_rows // shard_rows)
+    states = n_rows * n_layers * hidden * STORAGE_DTYPES[dtype].itemsize
+    files = n_shards * (n_layers + 1) + 2  # shards of every layer, index parts, index.parquet, metadata.json
+    total = states + n_shards * n_layers * _HEADER_BYTES + 2 * plan.index.nbytes + files * _FILE_BYTES
+    return total + total // 50 + (1 << 20)
+
+
+def check_disk(out_dir: Path, plan: CapturePlan, n_layers: int, hidden: int, dtype: str, shard_rows: int) -> None:
+    """Print what the capture needs on disk and refuse to start when the rest of it does not fit."""
+    n_rows, itemsize = plan.index.num_rows, STORAGE_DTYPES[dtype].itemsize
+    n_shards = -(-n_rows // shard_rows)
+    done = completed_shards(out_dir, n_shards)
+    need = disk_need(plan, n_layers, hidden, dtype, shard_rows)
     print(f"extract: {n_rows:,} states x {n_layers} layers x {hidden} dims x {itemsize} bytes = "
-          f"{_human(needed)} on disk in {n_shards} shard(s) per layer ({done} done) -> {out_dir}")
+          f"{_human(n_rows * n_layers * hidden * itemsize)} of states, {_human(need)} on disk with the index and "
+          f"a margin, in {n_shards} shard(s) per layer ({done} done) -> {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    remaining, free = needed * (n_shards - done) // n_shards, shutil.disk_usage(out_dir).free
+    remaining, free = need * (n_shards - done) // n_shards, shutil.disk_usage(out_dir).free
     if remaining > free:
         raise RewardscopeError(
             f"{out_dir}: the capture needs {_human(remaining)} more but only {_human(free)} is free "

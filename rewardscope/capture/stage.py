@@ -4,25 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rewardscope.capture.extract import capture, check_compatible
+from rewardscope.capture.extract import S0, capture, check_compatible, check_disk, plan_capture
 from rewardscope.config import Recipe
 from rewardscope.errors import RewardscopeError
+from rewardscope.hooks import resolve_layers
 from rewardscope.io import read_json, read_parquet
-from rewardscope.models import load_from_config, model_fingerprint
+from rewardscope.models import load_config, load_from_config, model_fingerprint
 from rewardscope.rollout.stage import MODEL_KEY
 
 
 def run(recipe: Recipe, run_dir: Path) -> dict:
-    """Capture the states of every rollout; a finished capture returns its summary without loading the model."""
+    """Capture the states of every rollout; a finished capture returns its summary without loading the model.
+
+    Everything that can refuse the capture (other settings in the directory, rollouts of other weights, a disk
+    too small) is checked before the model is loaded: loading a large model takes minutes."""
     run_dir = Path(run_dir)
     out_dir = run_dir / "capture"
     meta_path = out_dir / "metadata.json"
     cfg = recipe.capture
     fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision)
     if meta_path.exists():
-        # Checked before the (slow) model load; capture() repeats the check with every setting.
+        # capture() repeats the check with every setting.
         expected = dict(model=recipe.model.name, revision=recipe.model.revision, model_fingerprint=fingerprint,
-                        dtype=cfg.dtype, positions=cfg.positions, shard_rows=cfg.shard_rows)
+                        dtype=cfg.dtype, positions=cfg.positions, shard_rows=cfg.shard_rows, s0=S0)
         if cfg.layers != "all":
             expected["layers"] = sorted(set(cfg.layers))
         meta = read_json(meta_path)
@@ -38,10 +42,14 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
         raise RewardscopeError(
             f"{rollouts_path}: sampled from other weights of {recipe.model.name!r} ({sampled_by}, now {fingerprint}: "
             f"retrained or replaced); capturing them now would pair responses with a model that did not write them")
+    plan = plan_capture(rollouts, cfg.positions)
+    config = load_config(recipe.model)  # layers and width from config.json alone
+    layers = resolve_layers(cfg.layers, config.num_hidden_layers)
+    check_disk(out_dir, plan, len(layers), config.hidden_size, cfg.dtype, cfg.shard_rows)
     model, tokenizer = load_from_config(recipe.model)
     capture(model, tokenizer, rollouts, out_dir, cfg.layers, cfg.positions, cfg.dtype, cfg.batch_size,
             cfg.shard_rows, model_name=recipe.model.name, revision=recipe.model.revision,
-            model_fingerprint=fingerprint)
+            model_fingerprint=fingerprint, plan=plan)
     return _summary(read_json(meta_path), out_dir)
 
 
