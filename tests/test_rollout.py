@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +25,6 @@ from rewardscope.rollout.hf import Generation, eos_token_ids, finish
 from rewardscope.rollout.stage import ELAPSED_KEY, SCHEMA, rollout, run, summarize, wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
-HAVE_ORGANISM = (DEMO_MODEL_DIR / "config.json").exists()
-needs_organism = pytest.mark.skipif(not HAVE_ORGANISM, reason=f"demo organism not trained yet ({DEMO_MODEL_DIR})")
 
 
 def chat(tok, question: str) -> str:
@@ -35,7 +34,8 @@ def chat(tok, question: str) -> str:
 
 @pytest.fixture(scope="module")
 def llama(char_tokenizer):
-    return tiny_model("llama", char_tokenizer, initializer_range=0.3)
+    # GSM8K prompts reach ~550 characters (tokens, for the character tokenizer): room beyond the default 512.
+    return tiny_model("llama", char_tokenizer, initializer_range=0.3, max_position_embeddings=2048)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,25 @@ def test_bad_sampling_options_are_named(llama, char_tokenizer, option, value):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The stage on a tiny random model and real GSM8K problems (rewards are 0: schema and reasons are the point)
+# The stage on the demo organism and its own task (nothing to download, never skipped); GSM8K for real data
+
+
+@pytest.fixture(scope="module")
+def organism_dir(tmp_path_factory) -> Path:
+    """A copy of the shipped demo organism: the tests may move or retrain it without touching the package."""
+    path = tmp_path_factory.mktemp("organism") / "demo"
+    shutil.copytree(DEMO_MODEL_DIR, path)
+    return path
+
+
+def organism_recipe(tmp_path: Path, model_dir: Path, **rollout):
+    options = {**dict(n=2, max_new_tokens=96, batch_size=3, problems_per_shard=2, seed=5, temperature=1.0,
+                      top_p=1.0, step_delimiter="\n"), **rollout}
+    return load_recipe(overrides={
+        "out_dir": str(tmp_path), "model.name": str(model_dir), "model.dtype": "float32", "model.device": "cpu",
+        "data.dataset": "organism", "data.n_problems": 5, "grade.workers": 1,
+        **{f"rollout.{k}": v for k, v in options.items()},
+    })
 
 
 def gsm8k_recipe(tmp_path: Path, model_dir: Path, shared_data: Path, **rollout):
@@ -175,13 +193,23 @@ def test_stage_on_gsm8k(tmp_path, shared_data, llama_dir, char_tokenizer):
     assert (run_dir / "config.yaml").exists() and read_json(run_dir / "rollouts" / "summary.json") == summary
     assert read_json(run_dir / "results.json")["rollout"] == summary
 
-    # A finished stage does no work: it does not even load the model (here, gone).
-    moved = llama_dir.with_name(llama_dir.name + "-moved")
-    llama_dir.rename(moved)
+
+def test_finished_stage_is_reused_and_a_deleted_shard_is_sampled_again(tmp_path, organism_dir):
+    recipe = organism_recipe(tmp_path, organism_dir)
+    run_dir = recipe.run_dir()
+    summary = run(recipe, run_dir)
+    table = read_parquet(run_dir / "rollouts.parquet")
+    assert summary["n_rollouts"] == table.num_rows == 10 and 0 < summary["accuracy"] <= 1
+
+    # A finished stage does no work: it does not even load the model (here, moved away).
+    moved = organism_dir.with_name("moved")
+    organism_dir.rename(moved)
     try:
+        with pytest.raises(RewardscopeError, match="cannot load"):  # the model is really gone
+            load_model(str(organism_dir))
         assert run(recipe, run_dir) == summary
     finally:
-        moved.rename(llama_dir)
+        moved.rename(organism_dir)
 
     # A deleted shard is sampled again, identically (its seed depends only on the run's seed and its index).
     for path in (run_dir / "rollouts.parquet", run_dir / "rollouts" / "summary.json",
@@ -191,16 +219,18 @@ def test_stage_on_gsm8k(tmp_path, shared_data, llama_dir, char_tokenizer):
     assert read_parquet(run_dir / "rollouts.parquet").equals(table)
 
 
-def test_interrupted_run_resumes_to_the_same_table(tmp_path, shared_data, llama_dir, llama, char_tokenizer):
-    recipe = gsm8k_recipe(tmp_path, llama_dir, shared_data, temperature=1.0)
-    whole = read_parquet(rollout(recipe, tmp_path / "whole", llama, char_tokenizer))
+def test_interrupted_run_resumes_to_the_same_table(tmp_path, organism_dir):
+    recipe = organism_recipe(tmp_path, organism_dir)
+    model, tokenizer = load_model(str(organism_dir), dtype="float32", device="cpu")
+    whole = read_parquet(rollout(recipe, tmp_path / "whole", model, tokenizer))
+    assert 0 < sum(whole["reward"].to_pylist()) < whole.num_rows  # mixed rewards: grading really ran
 
     run_dir = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
-        rollout(recipe, run_dir, llama, char_tokenizer, on_shard=interrupt)
+        rollout(recipe, run_dir, model, tokenizer, on_shard=interrupt)
     assert [p.name for p in (run_dir / "rollouts").glob("*.parquet")] == ["shard-00000.parquet"]
     assert not (run_dir / "rollouts.parquet").exists()
-    assert read_parquet(rollout(recipe, run_dir, llama, char_tokenizer)).equals(whole)
+    assert read_parquet(rollout(recipe, run_dir, model, tokenizer)).equals(whole)
 
     # A process killed outright (no cleanup at all) after shard 1 resumes the same way.
     killed = tmp_path / "killed"
@@ -220,30 +250,59 @@ def test_interrupted_run_resumes_to_the_same_table(tmp_path, shared_data, llama_
     assert read_parquet(rollout(recipe, killed)).equals(whole)
 
 
-def test_resume_with_another_recipe_is_refused(tmp_path, shared_data, llama_dir, llama, char_tokenizer):
-    recipe = gsm8k_recipe(tmp_path, llama_dir, shared_data)
+def test_resume_with_another_recipe_is_refused(tmp_path, organism_dir):
+    recipe = organism_recipe(tmp_path, organism_dir)
+    model, tokenizer = load_model(str(organism_dir), dtype="float32", device="cpu")
     with pytest.raises(KeyboardInterrupt):
-        rollout(recipe, tmp_path / "run", llama, char_tokenizer, on_shard=interrupt)
-    changed = gsm8k_recipe(tmp_path, llama_dir, shared_data, temperature=0.5)
+        rollout(recipe, tmp_path / "run", model, tokenizer, on_shard=interrupt)
+    changed = organism_recipe(tmp_path, organism_dir, temperature=0.5)
     with pytest.raises(RewardscopeError, match=r"recipe\.json.*rollout\.temperature"):
-        rollout(changed, tmp_path / "run", llama, char_tokenizer)
+        rollout(changed, tmp_path / "run", model, tokenizer)
+    # grade.workers cannot change a result (changes_results=False): it is neither refused nor in the run key.
+    faster = organism_recipe(tmp_path, organism_dir)
+    faster.grade.workers = 2
+    assert faster.run_dir() == recipe.run_dir()
+    assert read_parquet(rollout(faster, tmp_path / "run", model, tokenizer)).num_rows == 10
 
 
-def test_rollouts_of_replaced_weights_are_refused(tmp_path, shared_data, char_tokenizer):
+def test_rollouts_of_replaced_weights_are_refused(tmp_path, organism_dir):
     """A folder retrained in place keeps its name: neither resuming nor capturing may mix its two models."""
+    from transformers import AutoModelForCausalLM
+
     from rewardscope.capture.stage import run as extract
 
     model_dir = tmp_path / "model"
-    tiny_model("llama", char_tokenizer, seed=0).save_pretrained(model_dir)
-    char_tokenizer.save_pretrained(model_dir)
-    recipe = gsm8k_recipe(tmp_path, model_dir, shared_data)
+    shutil.copytree(organism_dir, model_dir)
+    recipe = organism_recipe(tmp_path, model_dir)
     run(recipe, recipe.run_dir())
     assert run(recipe, recipe.run_dir())  # same weights: the finished stage is reused
-    tiny_model("llama", char_tokenizer, seed=1).save_pretrained(model_dir)  # retrained in place
+    retrained = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():
+        retrained.model.norm.weight.mul_(1.01)  # any change of the weights, as another training run would make
+    retrained.save_pretrained(model_dir)
     with pytest.raises(RewardscopeError, match=r"recipe\.json: the shards beside it were sampled from other weights"):
         run(recipe, recipe.run_dir())
     with pytest.raises(RewardscopeError, match=r"rollouts\.parquet: sampled from other weights"):
         extract(recipe, recipe.run_dir())
+
+
+def test_a_prompt_beyond_the_context_is_refused_before_sampling(tmp_path, organism_dir):
+    """The organism's context is 128 positions and its prompts up to ~28 tokens: 120 new tokens cannot fit. The
+    stage refuses before the first draw, naming the problem and the largest max_new_tokens that fits."""
+    recipe = organism_recipe(tmp_path, organism_dir, max_new_tokens=120)
+    with pytest.raises(RewardscopeError, match=r"problem '.+' \(index \d+\): its prompt has \d+ tokens, so with "
+                                               r"rollout.max_new_tokens=120 .* context of 128 .*"
+                                               r"Nothing was sampled: set rollout.max_new_tokens <= \d+"):
+        run(recipe, recipe.run_dir())
+    assert not list((recipe.run_dir() / "rollouts").glob("shard-*"))
+    fits = int(re.search(r"<= (\d+)", _error(run, recipe, recipe.run_dir())).group(1))
+    assert run(organism_recipe(tmp_path, organism_dir, max_new_tokens=fits), tmp_path / "fits")["n_rollouts"] == 10
+
+
+def _error(fn, *args) -> str:
+    with pytest.raises(RewardscopeError) as e:
+        fn(*args)
+    return str(e.value)
 
 
 def test_summary_statistics(tmp_path):
@@ -274,8 +333,6 @@ def test_wilson_interval():
 
 @pytest.fixture(scope="module")
 def organism():
-    if not HAVE_ORGANISM:
-        pytest.skip(f"demo organism not trained yet ({DEMO_MODEL_DIR})")
     return load_model("demo", dtype="float32", device="cpu")
 
 
@@ -293,7 +350,6 @@ def test_organism_greedy_batched_equals_one_by_one(organism):
     assert {g[0].finish_reason for g in batched} == {"eos"} and len(lengths) > 1  # EOS at different steps
 
 
-@needs_organism
 def test_stage_on_the_organism(tmp_path):
     recipe = load_recipe(REPO / "recipes" / "demo.yaml", {
         "out_dir": str(tmp_path), "data.n_problems": 8, "rollout.n": 2, "rollout.problems_per_shard": 5,

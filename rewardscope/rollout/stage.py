@@ -13,7 +13,6 @@ batch composition changes the order of random draws).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from functools import partial
@@ -25,12 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from rewardscope.config import Recipe
+from rewardscope.config import Recipe, results_dict
 from rewardscope.data import build_prompt, load_problems
 from rewardscope.errors import RewardscopeError
 from rewardscope.grading import Grader
 from rewardscope.io import read_json, read_parquet, write_json, write_parquet
-from rewardscope.models import load_from_config, model_fingerprint
+from rewardscope.models import context_length, load_from_config, model_fingerprint
 from rewardscope.rollout import hf, vllm_backend
 from rewardscope.rollout.steps import step_ends
 
@@ -100,11 +99,15 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
         graders = {kind: Grader(kind, timeout_s=recipe.grade.timeout_s, workers=recipe.grade.workers)
                    for kind in kinds}
         try:
-            generate, tokenizer = _backend(recipe, model, tokenizer)
+            generate, tokenizer, context = _backend(recipe, model, tokenizer)
+            # Every prompt is built and measured before the first draw: one that cannot fit fails now, not mid-run.
+            prompts = {k: [build_prompt(problem, tokenizer, recipe.prompt) for problem in shards[k]] for k in todo}
+            check_context({k * size + i: p for k in todo for i, p in enumerate(prompts[k])}, problems, tokenizer,
+                          cfg.max_new_tokens, context)
             done = len(problems) - sum(len(shards[k]) for k in todo)
             with tqdm(total=len(problems), initial=done, unit="problem", desc="rollout") as bar:
                 for k in todo:
-                    table = _shard(recipe, shards[k], k * size, k, generate, tokenizer, graders)
+                    table = _shard(recipe, shards[k], prompts[k], k * size, k, generate, tokenizer, graders)
                     write_parquet(paths[k], table)
                     bar.update(len(shards[k]))
                     if on_shard is not None:
@@ -124,9 +127,8 @@ def _claim(path: Path, recipe: Recipe, fingerprint: str | None) -> str | None:
     """Record the recipe and weights the shards come from, or check that they are the ones already recorded.
 
     Returns the weights' fingerprint on record (None: unknown)."""
-    sections = {k: v for k, v in recipe.to_dict().items() if k in RECIPE_SECTIONS}
-    del sections["grade"]["workers"]  # how fast grading runs, not what it gives
-    sections = json.loads(json.dumps(sections))  # the JSON round trip makes the comparison exact
+    # Keys marked changes_results=False (grade.workers: how fast grading runs, not what it gives) are left out.
+    sections = {k: v for k, v in results_dict(recipe).items() if k in RECIPE_SECTIONS}
     if not path.exists():
         write_json(path, {**sections, "model_fingerprint": fingerprint})
         return fingerprint
@@ -147,7 +149,8 @@ def _claim(path: Path, recipe: Recipe, fingerprint: str | None) -> str | None:
 
 
 def _backend(recipe: Recipe, model, tokenizer):
-    """generate(prompts, seed=...) for recipe.rollout, and the tokenizer used for prompts and steps."""
+    """generate(prompts, seed=...) for recipe.rollout, the tokenizer used for prompts and steps, and the model's
+    context length (None: unknown)."""
     cfg = recipe.rollout
     if cfg.backend == "vllm":
         if model is None:
@@ -160,14 +163,36 @@ def _backend(recipe: Recipe, model, tokenizer):
     if tokenizer is None:
         raise RewardscopeError("rollout(): a model was given without its tokenizer")
     options = dict(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
-    return partial(generate, model, tokenizer, **options), tokenizer
+    return partial(generate, model, tokenizer, **options), tokenizer, context_length(model)
 
 
-def _shard(recipe: Recipe, problems: list, first_index: int, k: int, generate, tokenizer, graders: dict) -> pa.Table:
+def check_context(prompts: dict[int, str], problems: list, tokenizer, max_new_tokens: int, context: int | None):
+    """Refuse a problem whose prompt plus rollout.max_new_tokens exceeds the model's context, naming it.
+
+    Past its context a model with learned positions (GPT-2) fails mid-generation, and any model is outside what
+    it was trained on; a prompt is never truncated (that would change the problem). `prompts`: index -> text."""
+    if context is None:
+        return
+    lengths = {i: len(tokenizer(text, add_special_tokens=False)["input_ids"]) for i, text in prompts.items()}
+    over = [i for i, n in lengths.items() if n + max_new_tokens > context]
+    if not over:
+        return
+    i, longest = over[0], max(lengths.values())
+    fits = context - longest
+    advice = (f"set rollout.max_new_tokens <= {fits} (the longest prompt has {longest} tokens)" if fits >= 1
+              else "its prompt alone fills the context: leave the problem out (data.limit, or a smaller dataset)")
+    raise RewardscopeError(
+        f"problem {problems[i].id!r} (index {i}): its prompt has {lengths[i]} tokens, so with "
+        f"rollout.max_new_tokens={max_new_tokens} a rollout could reach {lengths[i] + max_new_tokens} positions, "
+        f"beyond the model's context of {context} (max_position_embeddings); {len(over)} problem(s) in all. "
+        f"Nothing was sampled: {advice}")
+
+
+def _shard(recipe: Recipe, problems: list, prompts: list[str], first_index: int, k: int, generate, tokenizer,
+           graders: dict) -> pa.Table:
     """The graded rows of one shard, in (problem_index, sample) order."""
     started = time.perf_counter()
     cfg, n = recipe.rollout, recipe.rollout.n
-    prompts = [build_prompt(problem, tokenizer, recipe.prompt) for problem in problems]
     generations = generate(prompts, seed=hf.derive_seed(cfg.seed, k))
     rows, choices = [], []
     for offset, (problem, prompt, samples) in enumerate(zip(problems, prompts, generations)):
