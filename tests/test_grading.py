@@ -226,7 +226,7 @@ def test_grade_file_round_trip(tmp_path):
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = grade_file(str(src), str(out), kind="choice")
     assert summary == {"rows": 3, "equal": 1, "accuracy": 1 / 3, "reasons": {"correct": 1, "wrong": 1, "empty": 1},
-                       "out": str(out)}
+                       "escaped_rows": 0, "out": str(out)}
     graded = [json.loads(line) for line in out.read_text().splitlines()]
     assert [g["id"] for g in graded] == [1, 2, 3]
     assert graded[1] == {**rows[1], "pred_extracted": "A", "gold_extracted": "B", "equal": False, "reason": "wrong"}

@@ -9,6 +9,7 @@ Custom data: dataset "jsonl", a JSONL (or parquet) file whose columns `data.fiel
 from __future__ import annotations
 
 import csv
+import io
 import math
 import random
 from decimal import Decimal
@@ -71,17 +72,30 @@ def _mmlu_csv(path: Path) -> Rows:
         raise RewardscopeError(f"{path}: no MMLU .csv files (expected <subject>_test.csv)")
     for file in files:
         subject = file.stem.removesuffix("_test").removesuffix("_dev").removesuffix("_val")
-        with open(file, encoding="utf-8", newline="") as f:
-            reader = csv.reader(f)
-            start = 1
-            for values in reader:
-                where, start = f"{file}:{start}", reader.line_num + 1  # a quoted field may span lines
-                if len(values) != 6:
-                    raise RewardscopeError(f"{where}: expected 6 columns (question,A,B,C,D,answer), got {len(values)}")
-                if values[5] not in ("A", "B", "C", "D"):
-                    raise RewardscopeError(f"{where}: field 'answer' (column 6): {values[5]!r} is not one of A-D")
-                yield where, {"question": values[0], "subject": subject, "choices": values[1:5],
-                              "answer": "ABCD".index(values[5])}
+        data = file.read_bytes()  # a subject's file is small; decoding it whole gives the exact bad byte
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise RewardscopeError(f"{file}:{line}: not UTF-8 (byte 0x{data[e.start]:02x} at byte offset {e.start}); "
+                                   f"re-encode the file as UTF-8") from None
+        reader = csv.reader(io.StringIO(text, newline=""))
+        start = 1
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:  # e.g. a field over csv.field_size_limit() (128 KiB): an unclosed quote, mostly
+                raise RewardscopeError(f"{file}:{start}: unreadable CSV row ({e}; an unclosed quote makes one "
+                                       f"field of the rest of the file)") from None
+            where, start = f"{file}:{start}", reader.line_num + 1  # a quoted field may span lines
+            if len(values) != 6:
+                raise RewardscopeError(f"{where}: expected 6 columns (question,A,B,C,D,answer), got {len(values)}")
+            if values[5] not in ("A", "B", "C", "D"):
+                raise RewardscopeError(f"{where}: field 'answer' (column 6): {values[5]!r} is not one of A-D")
+            yield where, {"question": values[0], "subject": subject, "choices": values[1:5],
+                          "answer": "ABCD".index(values[5])}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -253,12 +267,25 @@ def to_problems(rows: Rows, convert: Converter, number_rows_by: str | None = Non
     for where, row in rows:
         group = _field(row, number_rows_by, where) if number_rows_by else None
         problem = convert(row, where, counts[group])
+        _check_encodable(problem, where)
         counts[group] += 1
         if problem.id in first_seen:
             raise RewardscopeError(f"{where}: duplicate id {problem.id!r} (first at {first_seen[problem.id]})")
         first_seen[problem.id] = where
         problems.append(problem)
     return problems
+
+
+def _check_encodable(problem: Problem, where: str) -> None:
+    """A lone surrogate (JSON's "\\ud800" without its pair) reaches no tokenizer and no parquet file: the rollout
+    would fail after sampling a whole shard. Refused here, before any work."""
+    for name, text in (("question", problem.question), ("answer", problem.answer), *(
+            (f"choices[{i}]", c) for i, c in enumerate(problem.choices or ()))):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise RewardscopeError(f"{where}: field {name!r}: character {e.object[e.start]!r} at position {e.start} "
+                                   f"is a lone surrogate, which UTF-8 cannot encode") from None
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -124,9 +124,11 @@ def grade_one(pred: str, gold: str, kind: str, choices: tuple[str, ...] | None =
         return grader.grade([pred], [gold], [choices])[0]
 
 
-def grade_file(input: str, out: str, kind: str = "math", timeout_s: float = 5.0, workers: int = 2) -> dict:
+def grade_file(input: str, out: str, kind: str = "math", timeout_s: float = 5.0, workers: int = 2,
+               choice_fallback: bool = True) -> dict:
     """Grade a JSONL file of rows with `pred`, `gold` (and optionally `choices`); write every row back with
-    `pred_extracted`, `gold_extracted`, `equal` and `reason`. Returns counts, accuracy and reasons."""
+    `pred_extracted`, `gold_extracted`, `equal` and `reason`. Returns counts, accuracy, reasons, and how many
+    rows held text UTF-8 cannot encode (`escaped_rows`: written with \\u escapes, see io.write_jsonl)."""
     from rewardscope.io import read_jsonl, write_jsonl  # pyarrow: not needed by the worker processes
 
     numbered = list(read_jsonl(input, required=("pred", "gold"), with_lineno=True))
@@ -142,15 +144,16 @@ def grade_file(input: str, out: str, kind: str = "math", timeout_s: float = 5.0,
         if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
             raise RewardscopeError(f"{input}:{n}: field 'choices' must be a list of strings")
     verdicts: list[Verdict] = []
-    with Grader(kind, timeout_s, workers) as grader, tqdm(total=len(rows), desc=f"grading ({kind})") as bar:
+    with Grader(kind, timeout_s, workers, choice_fallback) as grader, tqdm(total=len(rows), desc=f"grading ({kind})") as bar:
         for start in range(0, len(rows), FILE_CHUNK):
             chunk = rows[start:start + FILE_CHUNK]
             verdicts += grader.grade([r["pred"] for r in chunk], [r["gold"] for r in chunk],
                                      [r.get("choices") for r in chunk])
             bar.update(len(chunk))
-    write_jsonl(out, ({**row, "pred_extracted": v.extracted, "gold_extracted": v.gold_extracted,
+    escaped = write_jsonl(out, ({**row, "pred_extracted": v.extracted, "gold_extracted": v.gold_extracted,
                        "equal": v.equal, "reason": v.reason} for row, v in zip(rows, verdicts)))
     equal = sum(v.equal for v in verdicts)
     return {"rows": len(rows), "equal": equal, "accuracy": equal / len(rows),
             # "error: <message>" rows are counted together under "error"
-            "reasons": dict(Counter(v.reason.split(":")[0] for v in verdicts)), "out": str(out)}
+            "reasons": dict(Counter(v.reason.split(":")[0] for v in verdicts)), "escaped_rows": escaped,
+            "out": str(out)}

@@ -53,7 +53,19 @@ def _verify(gold_parsed: list, pred_parsed: list) -> bool:
         return False
     if not verify(gold_parsed, pred_parsed, timeout_seconds=None, allow_set_relation_comp=True):
         return False
-    return not _different_rationals(gold_parsed[0], pred_parsed[0])
+    return not (_different_rationals(gold_parsed[0], pred_parsed[0]) or _set_and_interval(gold_parsed, pred_parsed))
+
+
+def _set_and_interval(a: list, b: list) -> bool:
+    """math-verify takes an interval for the set of its end points: `\\{1,2\\}` == `(1,2)`. Written in braces,
+    a set is no interval."""
+    def braced_set(p: list) -> bool:
+        return isinstance(p[0], sympy.FiniteSet) and _shown(p).lstrip().startswith(("\\{", "{"))
+
+    def interval(p: list) -> bool:
+        return isinstance(p[0], (sympy.Interval, sympy.Union))
+
+    return (braced_set(a) and interval(b)) or (interval(a) and braced_set(b))
 
 
 def _different_rationals(a, b) -> bool:

@@ -15,6 +15,7 @@ answers (percent, decimal comma, chained equations) are documented in docs/gradi
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from rewardscope.grading.extract import last_boxed
 
@@ -25,7 +26,7 @@ _TEXT_ARG = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbo
 # Two words in a row (not LaTeX commands): prose, not an answer ("I do not know", "the answer is 5").
 _PROSE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}[\s,;:]+[A-Za-z]{2,}(?![A-Za-z])")
 _ANSWER_MARK = re.compile(r"answer\s*(?:is\s*:?|:|=)", re.IGNORECASE)
-BARE_MAX_CHARS = 200  # longer than any answer one writes without a sentence around it
+BARE_MAX_CHARS = 10_000  # one line of math, no prose: a matrix or a 5000-digit number is still an answer
 
 
 def is_bare(text: str) -> bool:
@@ -126,15 +127,26 @@ _REWRITES = [  # (pattern, replacement), applied in order
     (re.compile(r"(?:\\approx|≈).*$"), ""),  # "\sqrt{2} \approx 1.41": the exact answer comes first
     (re.compile(r"\{(?:p|b|B|v|V|small)?matrix\}"), "{bmatrix}"),
     (re.compile(r"^\s*[A-Za-z]\s*\\in(?![A-Za-z])\s*"), ""),  # x \in [1, 2]: the set is the answer
-    # Bold, roman, italic: all \text{} to math-verify, a lone letter or "(B)" is the letter itself
-    # (math-verify reads \mathrm{e} as a cut-off expression, see docs/grading.md).
-    (re.compile(r"\\(?:text|textbf|textit|textrm|textsf|mathrm|mathbf|mathit|mathsf|mbox|boldsymbol)\s*"
-                r"\{\s*\(?([A-Za-z])\)?\s*\}"), r"\1"),
-    (re.compile(r"\\(?:textbf|textit|textrm|textsf|mathrm|mathbf|mathit|mathsf|mbox)\s*\{"), r"\\text{"),
-    (re.compile(r"^\\text\s*\{([^{}]*)\}$"), r"\1"),  # an answer that is all text: "\text{even}"
+    # math-verify reads \mathrm{e} as a cut-off expression (see docs/grading.md); Euler's number is e.
+    (re.compile(r"\\mathrm\s*\{\s*e\s*\}"), "e"),
+    # Bold, roman, italic are all \text{} to math-verify (which drops units written so: 5\text{ cm} is 5).
+    (re.compile(r"\\(?:textbf|textit|textrm|textsf|mathrm|mathbf|mathit|mathsf|mbox|boldsymbol)\s*\{"), r"\\text{"),
+    (re.compile(r"^\\text\s*\{([^{}]*)\}$"), r"\1"),  # an answer that is all text: "\text{even}", "\text{(B)}"
+    (re.compile(r"^\(([A-Z])\)$"), r"\1"),  # an option letter: (B) is B
     (re.compile(r"(?<![\d.])\.(?=\d)"), "0."),  # .5 -> 0.5
 ]
 _TRAILING = re.compile(r"(?:\s|\\\\|\\(?=\s*$)|(?<!\d)\.|\.(?=\s*$)|,)+$")  # a stray \ or \\, a full stop
+
+
+_REPEATING = re.compile(r"(-?)(\d*)\.(\d*)\\overline\s*\{(\d{1,40})\}")
+
+
+def _repeating_to_fraction(m: re.Match) -> str:
+    """0.\\overline{6} -> \\frac{2}{3}, 1.2\\overline{34} -> \\frac{611}{495}: a repeating decimal is that fraction."""
+    sign, whole, fixed, period = m[1], m[2] or "0", m[3], m[4]
+    value = Fraction(int(whole)) + (Fraction(int(fixed or "0")) + Fraction(int(period), 10 ** len(period) - 1)) \
+        / 10 ** len(fixed)
+    return f"{sign}\\frac{{{value.numerator}}}{{{value.denominator}}}"
 
 
 def normalize(s: str) -> str:
@@ -146,6 +158,7 @@ def normalize(s: str) -> str:
     for pattern, replacement in _REWRITES:
         s = pattern.sub(replacement, s)
     s = _brace_arguments(_brace_arguments(s, "\\frac", 2), "\\sqrt", 1)
+    s = _REPEATING.sub(_repeating_to_fraction, s) if len(s) < 200 else s  # bounded: int() of short digit runs
     s = _TRAILING.sub("", s.strip())
     return re.sub(r"\s+", " ", s).strip()
 
@@ -291,11 +304,19 @@ def is_equation(s: str) -> bool:
     return len(split_equation(s)) > 1 or any(len(split_equation(a)) > 1 for a in _top_level(s, ","))
 
 
+_NUMBER_THEN_WORDS = re.compile(r"([-+]?[\d.,/]*\d)\s+((?:[A-Za-z]{2,}\.?\s*)+)(?:\^\{?\d\}?)?")
+
+
 def variants(s: str, *, other_is_equation: bool) -> list[str]:
     """LaTeX rewrites of one answer string, most faithful first. An equation is reduced to its value only when
     the answer it is compared with is not an equation (`x = 3` vs `x = 4` stay equations)."""
     base = normalize(s)
     found = [base, plain_to_latex(base)]
+    if "*" in base:  # 2*i: math-verify takes the i of `2i` for the imaginary unit, not that of `2 \\cdot i`
+        juxtaposed = re.sub(r"(?<=\d)\s*\*\s*(?=[A-Za-z(\\])", "", base.replace("**", "^"))  # 2*i -> 2i
+        found.append(plain_to_latex(re.sub(r"(?<!\d)\s*\*\s*|\s*\*\s*(?!\d)", " ", juxtaposed)))
+    if m := _NUMBER_THEN_WORDS.fullmatch(base):  # 5 dollars, 12 square units
+        found.append(m[1])
     sides = split_equation(base)
     if len(sides) == 2 and _is_name(sides[1]) and not _is_name(sides[0]):
         found.append(f"{sides[1]} = {sides[0]}")  # 3 = t -> t = 3 (math-verify reads only `name = value`)

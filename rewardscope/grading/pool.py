@@ -12,10 +12,14 @@ its result. Values yielded before a timeout survive it (the grader uses this to 
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import multiprocessing as mp
+import os
 import signal
+import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -24,6 +28,8 @@ from typing import Any, Sequence
 
 from rewardscope.errors import RewardscopeError
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 0.5  # how often a worker's watchdog looks for its parent
 STARTUP_TIMEOUT_S = 300.0  # a fresh worker imports sympy; generous because a shared machine can be slow
 ERROR_CHARS = 300  # error messages end up in graded rows: long enough to debug, short enough to read
 
@@ -35,8 +41,44 @@ class Outcome:
     error: str | None = None
 
 
+def _die_with_parent() -> None:
+    """Make this worker die with the process that forked it, even when that one is SIGKILLed and this one is
+    deep inside sympy (where no Python code runs). Three parts:
+
+    - the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG; Linux only). With forkserver the
+      parent is the fork server, so the server must die with the grading process too:
+    - forkserver hands every child its "alive" pipe, which keeps the server running as long as any child holds
+      it; a worker starts no processes, so it closes its copy: the server then exits (end of file on the pipe)
+      as soon as the grading process is gone, and the kernel kills the workers;
+    - a watchdog thread exits when the parent changes (other platforms; a worker idle in Python code)."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl (an unusual libc): the watchdog still runs
+            pass
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    alive = getattr(server, "_forkserver_alive_fd", None)  # None in a spawned worker
+    if alive is not None:
+        try:
+            os.close(alive)
+        except OSError:
+            pass
+        server._forkserver_alive_fd = None
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def _serve(conn, task: str, preload: tuple[str, ...]) -> None:
     """Worker loop: import everything, say "ready", then run the task on each request until the parent hangs up."""
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it then stops us
     for module in preload:
         importlib.import_module(module)
@@ -53,7 +95,7 @@ def _serve(conn, task: str, preload: tuple[str, ...]) -> None:
             except Exception as e:
                 reply = {"error": f"{type(e).__name__}: {e}"[:ERROR_CHARS]}
             conn.send_bytes(json.dumps(reply).encode())
-    except (EOFError, BrokenPipeError):  # the parent closed the pool or died
+    except (EOFError, OSError):  # the parent closed the pool (with our "ready" unread: a reset) or died
         return
 
 

@@ -1,0 +1,135 @@
+"""The math grader and the letter extractor against labelled cases (tests/data/grading/), with plain math-verify
+measured on the same pairs. Rows marked split "heldout" were written before the code they measure."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from rewardscope.grading import Grader, grade_one
+from rewardscope.grading.audit import choice_agreement, math_agreement, read_cases
+from rewardscope.grading.extract import choice_with_rule, extract_choice
+from rewardscope.grading.pool import DeadlinePool
+
+DATA = Path(__file__).parent / "data" / "grading"
+MATH_FIELDS, CHOICE_FIELDS = ("pred", "gold", "equal"), ("response", "label")
+TARGET_MATH, TARGET_CHOICE = 0.92, 0.90
+
+
+def plain_math_verify(pred, gold):
+    """Pool task: math-verify 0.9 as its README calls it (default extraction, its own timeouts)."""
+    from math_verify import parse, verify
+
+    yield {"equal": bool(verify(parse(gold), parse(pred)))}
+
+
+@pytest.fixture(scope="module")
+def math_grader():
+    with Grader("math", timeout_s=20.0, workers=2) as grader:  # generous: a loaded machine is slow, not wrong
+        yield grader
+
+
+def _by_split(cases, agrees):
+    out = {}
+    for split in ("heldout", "tuning", None):
+        picked = [a for c, a in zip(cases, agrees) if split is None or c["split"] == split]
+        out[split or "all"] = (sum(picked), len(picked))
+    return out
+
+
+def test_math_pairs_agreement(math_grader):
+    cases = read_cases(DATA / "math_pairs.jsonl", MATH_FIELDS)
+    ours = math_agreement(cases, math_grader)
+    missed = {id(c) for c, _ in ours.misses}
+    ours_ok = [id(c) not in missed for c in cases]
+    with DeadlinePool(f"{__name__}:plain_math_verify", workers=2, timeout_s=20.0, preload=("math_verify",)) as pool:
+        outcomes = pool.map([(c["pred"], c["gold"]) for c in cases])
+    plain_ok = [(o.status == "ok" and o.value["equal"]) == c["equal"] for o, c in zip(outcomes, cases)]
+    print()
+    for name, flags in (("rewardscope", ours_ok), ("plain math-verify", plain_ok)):
+        print(f"{name:18}", "  ".join(f"{k} {a}/{n} = {a / n:.1%}" for k, (a, n) in _by_split(cases, flags).items()))
+    classes = Counter(c["class"] for c in cases)
+    for cls in sorted(classes):
+        print(f"  {cls:20} rewardscope {sum(o for c, o in zip(cases, ours_ok) if c['class'] == cls)}/{classes[cls]}"
+              f"  plain {sum(o for c, o in zip(cases, plain_ok) if c['class'] == cls)}/{classes[cls]}")
+    for case, verdict in ours.misses:
+        print("  disagrees:", case["split"], case["pred"], "|", case["gold"], "expected", case["equal"], verdict)
+    heldout = _by_split(cases, ours_ok)["heldout"]
+    assert heldout[1] >= 60 and ours.rate >= TARGET_MATH and heldout[0] / heldout[1] >= TARGET_MATH
+
+
+@pytest.mark.parametrize("pred, gold, equal", [
+    # The blind spots of issue 7, one of each, and pairs that must stay unequal.
+    (r"\frac {3}{4}", "0.75", True), (r"\dfrac{2}{5}", r"\frac{2}{5}", True), ("sqrt(2)/2", r"\frac{\sqrt{2}}{2}", True),
+    ("3**(1/3)", r"\sqrt[3]{3}", True), ("4*y", "4y", True), ("(3,-1)", "(3,-1)", True), ("{2,4,6}", "{2,4,6}", True),
+    ("[0,5]", "[0,5]", True), (r"\tfrac52", "2.5", True), (r"\frac12 i", r"\frac{i}{2}", True),
+    (r"\left[ 0, 1 \right]", "[0,1]", True), (r"5\,280", "5280", True), (r"\mathrm{B}", "B", True),
+    (r"\textbf{C}", "C", True), (r"\begin{pmatrix}1\\2\end{pmatrix}", r"\begin{bmatrix}1\\2\end{bmatrix}", True),
+    (r"\$25", "25", True), ("60°", r"60^\circ", True), ("12\\", "12", True), ("y=3", "3=y", True),
+    ("3", "3 = t", True), ("t = 2t^2+1", "1+2t^2", True), (r"\sqrt{2} \approx 1.41", r"\sqrt{2}", True),
+    (r"12.5\%", "0.125", True), (r"12.5\%", "12.5", True), (r"\frac{1}{8}\text{ percent}", "0.125", True),
+    ("x = 2+3 = 5 = 7", "7", True), ("1,5", "1.5", False), ("1-1/e", "1+1/e", False),
+    (r"1 - \frac{1}{\mathrm{e}}", r"1 + \frac{1}{\mathrm{e}}", False), ("(3,-1)", "(-1,3)", False),
+    (r"\{2,4,6\}", r"\{2,4,7\}", False), ("x=3", "x=4", False), ("a=3", "b=3", False), ("0.125", "12.5", False),
+    (r"\frac{1}{2^{99}}", r"\frac{1}{2^{98}}", False), ("[0,5]", "(0,5)", False), ("2", "3", False),
+])
+def test_math_blind_spots(math_grader, pred, gold, equal):
+    verdict = math_grader.grade([pred], [gold])[0]
+    assert verdict.equal is equal, verdict
+    assert verdict.reason == ("correct" if equal else "wrong")
+
+
+def test_math_verdict_shows_what_was_compared(math_grader):
+    bare, prose, nothing = math_grader.grade([r"\frac {3}{4}", "Answer: sqrt(2)/2", "I do not know."],
+                                             ["0.75", r"\frac{\sqrt{2}}{2}", "1"])
+    assert (bare.extracted, bare.reason) == (r"\frac{3}{4}", "correct")  # the rewrite that verified
+    assert prose.equal and prose.extracted == "sqrt(2)/2"
+    assert (nothing.extracted, nothing.reason) == (None, "no_answer")
+
+
+# ---- multiple choice -------------------------------------------------------------------------------------
+
+def test_choice_responses_agreement():
+    cases = read_cases(DATA / "choice_responses.jsonl", CHOICE_FIELDS)
+    heldout = [c for c in cases if c["split"] == "heldout"]
+    on, off = choice_agreement(heldout), choice_agreement(heldout, choice_fallback=False)
+    everything = choice_agreement(cases)
+    print(f"\nletter extractor, held out: {on} (without the fallback rule: {off}); all cases: {everything}")
+    for case, said in everything.misses:
+        print("  disagrees:", case["split"], repr(case["response"]), "label", case["label"], "read", said)
+    assert len(heldout) >= 50 and on.rate >= TARGET_CHOICE and everything.rate >= TARGET_CHOICE
+
+
+OPTIONS = ("Paris", "London", "Rome", "Berlin")
+
+
+@pytest.mark.parametrize("text, letter, rule", [
+    ("the answer is definitely C", "C", "marked"),
+    ("so I think it's A", "A", "stated"),
+    ("the correct option is (D)", "D", "marked"),
+    ("C is the correct option", "C", "stated"),
+    ("the answer is actually B)", "B", "marked"),
+    ("the answer is indeed (D)", "D", "marked"),
+    ("Rome, so the answer is (B). The answer is (X)", "B", "marked"),  # the instruction's placeholder echoed
+    ("The answer is (X)", None, None),
+    ("1. First, Paris is in France.\n2. Then we compare.", None, None),  # a numbered list, not option A
+    ("1. First, Paris is French.\n2. So the answer is C.", "C", "marked"),
+    ("Step 1: 3 * 5 = 15, which matches (B).", "B", "fallback"),
+    ("A bird can fly.", None, None),
+    ("I think B.", "B", "fallback"),
+])
+def test_choice_reads_what_a_person_reads(text, letter, rule):
+    assert choice_with_rule(text, OPTIONS) == (letter, rule)
+
+
+def test_choice_fallback_is_recorded_and_can_be_switched_off():
+    text = "Step 1: 3 * 5 = 15, which matches (B)."
+    assert Grader("choice").grade([text, text], ["B", "C"]) == [
+        grade_one(text, "B", "choice"), grade_one(text, "C", "choice")]
+    on = Grader("choice").grade([text, text, "The answer is (B)"], ["B", "C", "B"])
+    assert [v.reason for v in on] == ["correct (fallback)", "wrong (fallback)", "correct"]
+    off = Grader("choice", choice_fallback=False).grade([text, "The answer is (B)"], ["B", "B"])
+    assert [(v.extracted, v.reason) for v in off] == [(None, "no_answer"), ("B", "correct")]
+    assert extract_choice(text) == "B"
