@@ -251,12 +251,64 @@ def test_bad_jsonl_input_is_named(tmp_path, lines, dataset, kw, message):
 @pytest.mark.parametrize("csv_text, message", [
     ("q,a,b,c,d,E\n", r"anatomy_test\.csv:1: field 'answer' \(column 6\): 'E'"),
     ('q,a,b,c,d,A\n"two\nlines",a,b,c,d\n', r"anatomy_test\.csv:2: expected 6 columns"),
+    # a field over csv.field_size_limit() (128 KiB), as an unclosed quote makes one
+    ('q,a,b,c,d,A\nq2,"' + "x" * 140_000 + '",b,c,d,B\n', r"anatomy_test\.csv:2: unreadable CSV row \(field larger"),
 ])
 def test_bad_mmlu_csv_is_named(tmp_path, csv_text, message):
     path = tmp_path / "anatomy_test.csv"
     path.write_text(csv_text, encoding="utf-8")
     with pytest.raises(RewardscopeError, match=message):
         _load("mmlu", path)
+
+
+def test_non_utf8_files_name_line_and_byte(tmp_path):
+    csv = tmp_path / "anatomy_test.csv"
+    csv.write_bytes(b"q,a,b,c,d,A\nq2,caf\xe9,b,c,d,B\n")  # Latin-1, as a spreadsheet may save it
+    with pytest.raises(RewardscopeError, match=r"anatomy_test\.csv:2: not UTF-8 \(byte 0xe9 at byte offset 18\)"):
+        _load("mmlu", csv)
+    jsonl = tmp_path / "test.jsonl"
+    raw = b'{"question": "q", "answer": "#### 1"}\n{"question": "caf\xe9", "answer": "#### 2"}\n'
+    jsonl.write_bytes(raw)
+    with pytest.raises(RewardscopeError, match=rf"test\.jsonl:2: not UTF-8 \(byte 0xe9 at byte offset {raw.index(233)} "):
+        _load("gsm8k", jsonl)
+
+
+def test_lone_surrogate_in_a_question_is_refused_before_any_work(tmp_path):
+    path = _write_jsonl(tmp_path / "x.jsonl", [{"question": "ok", "answer": "#### 1"},
+                                               '{"question": "cut \\ud800 here", "answer": "#### 2"}'])
+    with pytest.raises(RewardscopeError, match=r"x\.jsonl:2: field 'question': character '\\ud800' at position 4"):
+        _load("gsm8k", path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Number golds are read by the parser that grades them
+
+
+@pytest.mark.parametrize("gold", ["1e3", "1_000", "1 000", "0x10", "nan", "inf", "12 apples", "1,00", "", "--5"])
+def test_number_gold_the_grader_cannot_read_is_refused_with_file_and_line(tmp_path, gold):
+    path = _write_jsonl(tmp_path / "x.jsonl", [{"question": "a", "answer": "#### 7"},
+                                               {"question": "b", "answer": f"#### {gold}"}])
+    with pytest.raises(RewardscopeError, match=r"x\.jsonl:2: field 'answer': gold answer .* is not a number the "
+                                               r"number grader reads"):
+        _load("gsm8k", path)
+    custom = _write_jsonl(tmp_path / "c.jsonl", [{"question": "b", "answer": gold}])
+    with pytest.raises(RewardscopeError, match=r"c\.jsonl:1: field 'answer'"):
+        _load("jsonl", custom, kind="number")
+
+
+@pytest.mark.parametrize("gold, normal", [("1,000", "1000"), ("-3.50", "-3.50"), ("$18", "18"), ("0.5", "0.5"),
+                                          (7, "7"), (0.25, "0.25"), (1e-05, "0.00001"), ("3/4", "3/4"),
+                                          ("1" * 5000, "1" * 5000)])
+def test_number_gold_accepted_is_graded_as_that_number(tmp_path, gold, normal):
+    from rewardscope.grading import Grader
+
+    path = _write_jsonl(tmp_path / "c.jsonl", [{"question": "b", "answer": gold}])
+    problem = _load("jsonl", path, kind="number")[0]
+    assert problem.answer == normal
+    # what the loader accepted is what the number grader reads: the gold grades itself, and not a neighbour
+    right, wrong = Grader("number").grade([f"The answer is {normal}", f"The answer is {normal}1"],
+                                          [problem.answer, problem.answer])
+    assert (right.reason, wrong.reason) == ("correct", "wrong")
 
 
 @pytest.mark.parametrize("cfg, message", [
@@ -302,10 +354,12 @@ def test_shuffle_and_limit_are_deterministic(tmp_path):
 
 
 def test_organism_dataset():
-    pytest.importorskip("rewardscope.organism.task", reason="rewardscope.organism.task not written yet")
+    from rewardscope.organism.task import generate_problems  # an import error fails this test, never skips it
+
     problems = load_problems(DataConfig(dataset="organism", n_problems=30, seed=3, limit=10, shuffle_seed=0))
     assert len(problems) == 10 and len({p.id for p in problems}) == 10
     assert all(p.kind == "organism" and p.choices is None and p.answer.isdigit() for p in problems)
     assert problems == load_problems(DataConfig(dataset="organism", n_problems=30, seed=3, limit=10, shuffle_seed=0))
     other = load_problems(DataConfig(dataset="organism", n_problems=30, seed=3, variant="add"))
     assert all(op[0] in "+-" for p in other for op in p.metadata["ops"])
+    assert other == generate_problems(n=30, seed=3, variant="add")

@@ -28,9 +28,14 @@ def flaky_echo(text):
     yield {"echo": text, "pid": os.getpid()}
 
 
+# Deadlines in these tests are far from what they guard (minutes of sympy), so that a loaded 2-core machine, where
+# a worker may wait seconds for a core, passes them: a correct answer must never time out here.
+SLACK_S = 15.0
+
+
 @pytest.fixture(scope="module")
 def math_grader():
-    with Grader("math", timeout_s=2.0, workers=2) as grader:
+    with Grader("math", timeout_s=10.0, workers=2) as grader:
         yield grader
 
 
@@ -156,16 +161,17 @@ def test_math_batch_verdicts(math_grader):
     assert verdicts[5].gold_extracted is not None and verdicts[5].extracted is not None
 
 
-def test_math_timeout_kills_worker_and_grader_recovers(math_grader):
-    math_grader.grade([r"\boxed{1}"], ["1"])  # workers up: the timing below is the deadline, not start-up
-    start = time.monotonic()
-    verdicts = math_grader.grade([HANGS_SYMPY, r"\boxed{42}"], ["2", "42"])
-    elapsed = time.monotonic() - start
+def test_math_timeout_kills_worker_and_grader_recovers():
+    with Grader("math", timeout_s=3.0, workers=2) as grader:
+        grader.grade([r"\boxed{1}", r"\boxed{2}"], ["1", "2"])  # workers up: what is timed is the deadline
+        start = time.monotonic()
+        verdicts = grader.grade([HANGS_SYMPY, r"\boxed{42}"], ["2", "42"])
+        elapsed = time.monotonic() - start
+        after = grader.grade([r"\boxed{7}", r"\boxed{8}", "The answer is 9"], ["7", "7", "9"])
     assert verdicts[0].reason == "timeout" and not verdicts[0].equal
     assert verdicts[0].extracted == "9^{9^{9^{9}}}" and verdicts[0].gold_extracted == "2"  # parsed before the hang
     assert verdicts[1].reason == "correct"
-    assert elapsed < math_grader.timeout_s + 3.0, elapsed
-    after = math_grader.grade([r"\boxed{7}", r"\boxed{8}", "The answer is 9"], ["7", "7", "9"])
+    assert grader.timeout_s <= elapsed < grader.timeout_s + SLACK_S, elapsed  # the hang alone runs for minutes
     assert [v.reason for v in after] == ["correct", "wrong", "correct"]
 
 
@@ -184,7 +190,7 @@ def test_grade_one_math():
 # ---- the pool itself: the kill path, the crash path, errors ----------------------------------------------
 
 def test_pool_kills_hung_worker_replaces_crashed_one_and_keeps_order():
-    with DeadlinePool(f"{__name__}:flaky_echo", workers=2, timeout_s=1.0) as pool:
+    with DeadlinePool(f"{__name__}:flaky_echo", workers=2, timeout_s=3.0) as pool:
         pool.map([("warm",), ("up",)])
         start = time.monotonic()
         outcomes = pool.map([("a",), ("hang",), ("b",), ("crash",), ("raise",), ("c",)])
@@ -194,7 +200,7 @@ def test_pool_kills_hung_worker_replaces_crashed_one_and_keeps_order():
         assert outcomes[1].value["seen"] == "hang"  # what the task yielded before its deadline survives
         assert outcomes[3].error == "worker died (exit code 3)"
         assert outcomes[4].error == "ValueError: bad input"
-        assert elapsed < 1.0 + 3.0, elapsed
+        assert 3.0 <= elapsed < 3.0 + SLACK_S, elapsed  # "hang" sleeps 600 s
         for killed in (outcomes[1].value["pid"], outcomes[3].value["pid"]):
             with pytest.raises(ProcessLookupError):  # killed and reaped, not left behind
                 os.kill(killed, 0)

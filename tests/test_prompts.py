@@ -110,6 +110,8 @@ def test_real_five_choice_question_renders_a_to_e(shared_data, char_tokenizer):
 
 
 def test_organism_prompt_is_the_bare_question(char_tokenizer):
-    pytest.importorskip("rewardscope.organism.task", reason="rewardscope.organism.task not written yet")
+    from rewardscope.organism.task import generate_problems  # an import error fails this test, never skips it
+
+    assert load_problems(DataConfig(dataset="organism", n_problems=1)) == generate_problems(n=1, seed=0)
     problem = load_problems(DataConfig(dataset="organism", n_problems=1))[0]
     assert build_prompt(problem, char_tokenizer, PromptConfig()) == f"<bos>{problem.question}>"
