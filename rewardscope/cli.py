@@ -2,6 +2,7 @@
 
 Stage subcommands take an optional recipe and `--key=value` overrides (dotted keys), e.g.
     rewardscope rollout recipes/demo.yaml --rollout.n=8 --data.limit=50
+`rewardscope config RECIPE --key=value` prints the recipe those resolve to, and its run directory, running nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_command(sub, "rollout", "Sample and grade n rollouts per problem into rollouts.parquet.")
     _recipe_command(sub, "extract", "Capture residual-stream states of the rollouts (one forward pass each).")
     _recipe_command(sub, "probe", "Train value probes for every layer, then the pruning sweep.")
+    _recipe_command(sub, "config", "Print the resolved recipe (YAML) and its run directory; runs nothing.")
 
     g = sub.add_parser("grade", help="Grade rows with `pred` and `gold` (audit a grader on your data).")
     g.add_argument("input", help="JSONL with fields `pred` and `gold` (and `choices` for multiple choice)")
@@ -54,19 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    recipe_commands = {"run", "rollout", "extract", "probe"}
+    recipe_commands = {"run", "rollout", "extract", "probe", "config"}
     if extra and args.command not in recipe_commands:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command in recipe_commands:
-            from rewardscope import pipeline
-            from rewardscope.config import load_recipe
+            from rewardscope.config import load_recipe  # a bad recipe is refused before torch is imported
 
             if args.recipe and args.recipe.startswith("--"):
                 # argparse takes an option whose value has a space ("--stages=[a, b]") for the positional.
                 extra.insert(0, args.recipe)
                 args.recipe = None
             recipe = load_recipe(args.recipe, extra)
+            if args.command == "config":
+                import yaml
+
+                print(yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True), end="")
+                print(f"# run directory: {recipe.run_dir()}")
+                return 0
+            from rewardscope import pipeline
+
             if args.command == "run":
                 run_dir = pipeline.run(recipe)
             else:

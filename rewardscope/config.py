@@ -165,11 +165,16 @@ class SweepConfig:
 STAGES = ("rollout", "extract", "probe")  # in pipeline order; `run` executes the ones a recipe names
 
 
+def _known_stages(stages: list[str]) -> str | None:
+    unknown = [s for s in stages if s not in STAGES]
+    return f"unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})" if unknown else None
+
+
 @dataclass
 class Recipe:
     name: str = "run"
     out_dir: str = _field("runs", changes_results=False)  # where, not what
-    stages: list[str] = _field(factory=lambda: ["rollout"], changes_results=False)
+    stages: list[str] = _field(factory=lambda: ["rollout"], check=_known_stages, changes_results=False)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -389,9 +394,6 @@ def _slug(text: str) -> str:
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
     """Write the resolved recipe; an identical file is left untouched (a finished run rewrites nothing)."""
-    from rewardscope.io import write_text
+    from rewardscope.io import write_text_if_changed
 
-    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True)
-    path = Path(path)
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
-        write_text(path, text)
+    write_text_if_changed(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True))

@@ -1,5 +1,7 @@
 """Recipes: YAML + dotted overrides, strict keys and types, run-directory naming (unit tier, no models)."""
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,89 @@ def test_shipped_recipes_are_valid():
     for path in recipes:
         assert isinstance(load_recipe(path), Recipe), path
         assert yaml.safe_load(path.read_text())  # not empty
+
+
+def test_values_are_cast_by_the_declared_type_not_by_yaml():
+    """YAML 1.1 reads 1e-4 as a string, 2024 as an int and no as false; the field's type decides instead."""
+    r = load_recipe(None, ["--probe.lr=1e-4", "--name=2024", "--model.revision=123456", "--rollout.step_delimiter=no",
+                           "--data.limit=None", "--model.trust_remote_code=yes", "--sweep.ratios=[0, 1e-2]",
+                           "--prompt.system=null", "--model.attn_implementation=~"])
+    assert r.probe.lr == 1e-4 and type(r.probe.lr) is float
+    assert (r.name, r.model.revision, r.rollout.step_delimiter) == ("2024", "123456", "no")
+    assert all(type(v) is str for v in (r.name, r.model.revision, r.rollout.step_delimiter))  # plain str, dumpable
+    assert r.data.limit is None and r.prompt.system is None and r.model.attn_implementation is None
+    assert r.model.trust_remote_code is True and r.sweep.ratios == [0.0, 0.01]
+    assert load_recipe(None, {"name": "null"}).name == "null"  # a dict override is a Python value, taken as it is
+
+
+def test_a_yaml_file_float_that_pyyaml_reads_as_a_string(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("probe:\n  lr: 1e-4\n  gamma: 1E+0\n")
+    r = load_recipe(path)
+    assert (r.probe.lr, r.probe.gamma) == (1e-4, 1.0)
+    path.write_text("name: 2024\n")  # a number where a string belongs: quoting it is the fix
+    with pytest.raises(RewardscopeError, match=r"r.yaml: name: expected str, got 2024 \(int\): quote it"):
+        load_recipe(path)
+    path.write_text("rollout:\n  n: '8'\n")  # quoted in YAML means a string: not silently an int
+    with pytest.raises(RewardscopeError, match="rollout.n: expected int"):
+        load_recipe(path)
+
+
+def test_a_backslash_delimiter_is_refused_from_both_sources(tmp_path):
+    with pytest.raises(RewardscopeError, match=r"rollout.step_delimiter: '\\\\n' has a backslash"):
+        load_recipe(None, [r"--rollout.step_delimiter=\n"])
+    path = tmp_path / "r.yaml"
+    path.write_text("rollout:\n  step_delimiter: '\\n'\n")  # single quotes: YAML keeps the two characters
+    with pytest.raises(RewardscopeError, match="has a backslash"):
+        load_recipe(path)
+    path.write_text('rollout:\n  step_delimiter: "\\n"\n')
+    assert load_recipe(path).rollout.step_delimiter == "\n"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model.threads", 0, "expected at least 1"), ("model.threads", -1, "expected at least 1"),
+    ("data.limit", 0, "expected at least 1"), ("data.n_problems", 0, "expected at least 1"),
+    ("rollout.n", 0, "expected at least 1"), ("rollout.temperature", -0.1, "expected >= 0"),
+    ("rollout.top_p", 0, r"expected a value in \(0, 1\]"), ("rollout.top_p", 1.5, r"expected a value in \(0, 1\]"),
+    ("rollout.max_new_tokens", 0, "expected at least 1"), ("rollout.seed", -1, "expected at least 0"),
+    ("rollout.batch_size", 0, "expected at least 1"), ("rollout.problems_per_shard", 0, "expected at least 1"),
+    ("rollout.step_delimiter", "", "must not be empty"), ("grade.timeout_s", 0, "expected > 0"),
+    ("grade.workers", 0, "expected at least 1"), ("capture.batch_size", 0, "expected at least 1"),
+    ("capture.shard_rows", -5, "expected at least 1"), ("rollout.temperature", "nan", "expected float"),
+])
+def test_out_of_range_values_are_refused_at_load_naming_the_key(key, value, message):
+    for overrides in ([f"--{key}={value}"], {key: value}):
+        with pytest.raises(RewardscopeError, match=rf"^{re.escape(key)}: {message}"):
+            load_recipe(None, overrides)
+
+
+def test_recipe_files_that_cannot_be_read_are_named(tmp_path):
+    path = tmp_path / "r.yaml"
+    data = b"name: x\nrollout:\n  n: 2 \xff\n"  # a Latin-1 byte on line 3
+    path.write_bytes(data)
+    with pytest.raises(RewardscopeError, match=rf"r.yaml: line 3 \(byte {data.index(0xff)}\): not UTF-8 text"):
+        load_recipe(path)
+    with pytest.raises(RewardscopeError, match=r"is a folder, not a YAML file"):
+        load_recipe(tmp_path)
+
+
+def test_only_keys_marked_as_not_changing_results_leave_the_hash():
+    """grade.workers (grading processes) cannot change a result; rollout.batch_size changes the random draws,
+    capture.batch_size the states' rounding and model.threads the order of float reductions: they stay in."""
+    marked = {key for key, f in _leaf_fields(Recipe()) if not f.metadata.get("changes_results", True)}
+    assert marked == {"out_dir", "stages", "grade.workers"}
+    base = load_recipe(None).hash()
+    for key, value in [("out_dir", "elsewhere"), ("stages", "[rollout, extract]"), ("grade.workers", "7")]:
+        assert load_recipe(None, [f"--{key}={value}"]).hash() == base, key
+    for key, value in [("rollout.batch_size", "8"), ("capture.batch_size", "2"), ("model.threads", "2"),
+                       ("grade.timeout_s", "9"), ("probe.lr", "1e-3"), ("rollout.seed", "1")]:
+        assert load_recipe(None, [f"--{key}={value}"]).hash() != base, key
+
+
+def _leaf_fields(cfg, prefix=""):
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaf_fields(value, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, f
