@@ -6,8 +6,11 @@ Rollouts come from real tiny models' `generate` (helper `make_rollouts` writes r
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import re
 import shutil
+import subprocess
 from collections import Counter
 
 import numpy as np
@@ -17,11 +20,11 @@ import torch
 from safetensors import safe_open
 
 from rewardscope.capture import CaptureReader, capture
-from rewardscope.capture.extract import KINDS, plan_capture, state_rows
+from rewardscope.capture.extract import KINDS, disk_need, plan_capture, state_rows
 from rewardscope.capture.reader import shard_path
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import decoder_layers
-from rewardscope.io import read_json, write_parquet
+from rewardscope.io import is_temporary, read_json, write_parquet
 from rewardscope.models import TINY_ARCHITECTURES, tiny_model
 from rewardscope.rollout.steps import step_ends
 
@@ -380,6 +383,97 @@ def test_disk_estimate_is_printed_first(tmp_path, capsys):
     capture(model, tokenizer, rollouts, tmp_path, layers=[1, 2], dtype="bfloat16")
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith(f"extract: {n_rows:,} states x 2 layers x 64 dims x 2 bytes = ")
+
+
+@pytest.mark.parametrize("settings", [dict(shard_rows=5), dict(shard_rows=8192, dtype="float32"),
+                                      dict(shard_rows=7, positions="steps", layers=[1])])
+def test_disk_estimate_covers_every_byte_written(settings, tmp_path):
+    """States alone undercount: each shard file has a header, the index is written twice (parts and whole),
+    every file takes at least a filesystem block."""
+    model, tokenizer, rollouts = model_and_rollouts("qwen2")
+    reader = CaptureReader(capture(model, tokenizer, rollouts, tmp_path, **settings))
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    layers = len(reader.layers)
+    need = disk_need(plan_capture(rollouts, settings.get("positions", "all")), layers, 64,
+                     settings.get("dtype", "float16"), settings["shard_rows"])
+    assert need >= sum(p.stat().st_size for p in files) and need >= sum(p.stat().st_blocks * 512 for p in files)
+    assert reader.metadata["bytes"] <= need
+
+
+@contextlib.contextmanager
+def small_disk(path, size: str):
+    """A tmpfs of `size` mounted at `path`: a real disk that fills up (needs root; skipped elsewhere)."""
+    path.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(disk) -> None:
+    """Write zeros into `disk` until it is full."""
+    with open(disk / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(bytes(1 << 16))
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+
+
+def test_a_disk_that_fills_up_mid_capture_is_a_clear_error_and_a_rerun_resumes(tmp_path):
+    model, tokenizer, rollouts = model_and_rollouts("gemma3")
+    settings = dict(batch_size=2, shard_rows=10)
+    whole = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "whole", **settings))
+    with small_disk(tmp_path / "disk", "3m") as disk:
+        out = disk / "capture"
+        prompt_batches = -(-len(plan_capture(rollouts).prompts) // 2)
+        calls = []
+
+        def fill_at_second_batch(module, args, output):
+            calls.append(1)
+            if len(calls) == prompt_batches + 2:
+                fill(disk)
+
+        handle = decoder_layers(model)[0].register_forward_hook(fill_at_second_batch)
+        try:
+            with pytest.raises(RewardscopeError) as error:
+                capture(model, tokenizer, rollouts, out, **settings)
+        finally:
+            handle.remove()
+        message = str(error.value)
+        kept = int(re.search(r"(\d+) of \d+ shards are complete and kept", message).group(1))
+        assert message.startswith(f"{out}: the disk filled up: this capture needs about ")
+        assert f"resumes from shard {kept}" in message and 0 < kept < whole.metadata["shards"]
+        assert not [p for p in out.rglob("*") if is_temporary(p)], "the partial file is removed"
+        (disk / "filler").unlink()
+        resumed = CaptureReader(capture(model, tokenizer, rollouts, out, **settings))
+        assert resumed.metadata["stats"]["resumed_from_shard"] == kept
+        for layer in whole.layers:
+            assert torch.equal(resumed.load(layer), whole.load(layer))
+
+
+def test_the_stage_checks_the_disk_before_loading_the_model(tmp_path):
+    """The model folder here has no weights, so loading it would fail: the disk refusal must come first."""
+    from rewardscope.capture.stage import run
+    from rewardscope.config import load_recipe
+
+    model, tokenizer, rollouts = model_and_rollouts("qwen3")
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    (model_dir / "model.safetensors").unlink()
+    recipe = load_recipe(overrides={"model.name": str(model_dir)})
+    with small_disk(tmp_path / "disk", "512k") as disk:
+        write_parquet(disk / "rollouts.parquet", rollouts)
+        with pytest.raises(RewardscopeError, match=r"capture: the capture needs .* more but only .* is free"):
+            run(recipe, disk)
+    write_parquet(tmp_path / "roomy" / "rollouts.parquet", rollouts)
+    with pytest.raises(RewardscopeError, match="cannot load model"):  # what loading the model says, disk aside
+        run(recipe, tmp_path / "roomy")
 
 
 # ----------------------------------------------------------------------------------------------------------
