@@ -3,6 +3,7 @@ measured on the same pairs. Rows marked split "heldout" were written before the 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -133,3 +134,13 @@ def test_choice_fallback_is_recorded_and_can_be_switched_off():
     off = Grader("choice", choice_fallback=False).grade([text, "The answer is (B)"], ["B", "B"])
     assert [(v.extracted, v.reason) for v in off] == [(None, "no_answer"), ("B", "correct")]
     assert extract_choice(text) == "B"
+
+
+@pytest.mark.parametrize("text", ["so " * 7000, "the answer is " * 2000, "option " * 3000, "it is definitely " * 1500,
+                                  "I would say " * 2000, "answer: " * 3000, "A " * 10000])
+def test_choice_extraction_stays_linear_on_long_responses(text):
+    # It runs in the caller's process with no deadline: a quadratic regex would stall a rollout for minutes
+    # (these took 1.5-25 s before the look-aheads were bounded, 0.05-0.15 s after).
+    start = time.monotonic()
+    choice_with_rule(text, OPTIONS)
+    assert time.monotonic() - start < 3.0

@@ -117,9 +117,10 @@ def _option_text(text: str) -> str:
     return re.sub(r"[\s*_.:;,!?\"'`()$]+", " ", text).strip().lower()
 
 
-# Words between an answer phrase and its letter that do not change it: "the answer is definitely (C)".
+# Words between an answer phrase and its letter that do not change it: "the answer is definitely (C)". At most
+# three, so that a run of them ("so so so ...") costs each match a bounded look-ahead: extraction stays linear.
 _FILLER = (r"(?:(?:definitely|actually|indeed|clearly|probably|likely|most\s+likely|certainly|surely|obviously|"
-           r"undoubtedly|therefore|thus|hence|then|so|just|simply|option|choice|letter|answer)[\s,:]+)*")
+           r"undoubtedly|therefore|thus|hence|then|so|just|simply|option|choice|letter|answer)[\s,:]{1,3}){0,3}")
 # An answer announced: "the answer is", "answer:", "the correct option is", "my final choice:", "answer must be".
 _CHOICE_MARK = re.compile(r"\b(?:answer|option|choice|response)\s*(?:is|would\s+be|should\s+be|must\s+be|will\s+be|"
                           r"[:=\-])\s*:?\s*", re.IGNORECASE)
@@ -160,12 +161,14 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
         m = re.match(rf"\s*\(?([{letters}{digits}])\)?(?:[\s.):]|$)", boxed.upper())
         if m:
             return _resolve_label(m[1], choices), "boxed"
-    # A capital letter not glued to a word, or a parenthesised one in any case; never "A cat" / "I think".
-    letter = (rf"(?:\(([{letters}{letters.lower()}])\)|\[([{letters}])\]|(?![AI]\s+(?!(?:is|or|and|seems|must|would)\b)[a-z])([{letters}])"
-              rf"(?![\w'’]|\.\d))")
+    # A capital letter not glued to a word, or a parenthesised one in any case. Outside an answer phrase an "A"
+    # or "I" before a lowercase word is an article or a pronoun ("A cat", "I think"), unless it is "A is ...".
+    enclosed, bare = rf"\(([{letters}{letters.lower()}])\)|\[([{letters}])\]", rf"([{letters}])(?![\w'’]|\.\d)"
+    marked_letter = rf"(?:{enclosed}|{bare})"
+    letter = rf"(?:{enclosed}|(?![AI]\s+(?!(?:is|or|and|seems|must|would)\b)[a-z]){bare})"
     marks = list(_CHOICE_MARK.finditer(text))
     for m in reversed(marks):
-        found = re.match(rf"{_FILLER}(?:{letter}|\(?([{digits}])\)?(?![\w.]))", text[m.end():], re.IGNORECASE)
+        found = re.match(rf"{_FILLER}(?:{marked_letter}|\(?([{digits}])\)?(?![\w.]))", text[m.end():], re.IGNORECASE)
         if found and (label := _first(found)) and (label.isdigit() or found[3] is None or found[3].isupper()):
             return _resolve_label(label.upper(), choices), "marked"
     stated = [*re.finditer(rf"{_BEFORE}{_FILLER}{letter}", text, re.IGNORECASE),
@@ -179,8 +182,9 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
         return _resolve_label(_first(m), choices), "opening"
     if choices:
         options = [_option_text(c) for c in choices]
-        tails = [text[m.end():].split("\n", 1)[0] for m in reversed(marks)]
-        tails += [text[m.end():].split("\n", 1)[0] for m in re.finditer(_BEFORE, text, re.IGNORECASE)][::-1]
+        limit = 2 * max(map(len, choices)) + 20  # a longer rest of line is no option's text: never read further
+        phrases = [*reversed(marks), *reversed(list(re.finditer(_BEFORE, text, re.IGNORECASE)))]
+        tails = [text[m.end():m.end() + limit].split("\n", 1)[0] for m in phrases]
         for candidate in (*tails, text):
             if options.count(_option_text(candidate)) == 1:
                 return CHOICE_LETTERS[options.index(_option_text(candidate))], "text"

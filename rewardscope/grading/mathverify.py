@@ -81,74 +81,83 @@ def _identity(parsed: list) -> str:
 
 
 class _Side:
-    """One answer (gold or prediction): its text, the answer strings a reader finds in it, math-verify's parse
-    of it as written, and (lazily) the parses of its rewrites."""
+    """One answer (gold or prediction): math-verify's parse of it as written, the answer strings a reader finds
+    in it, and the parses of their rewrites."""
 
     def __init__(self, text: str, as_written: str | None):
-        self.strings = norm.answer_strings(text)
+        self.text = text
         self.parsed = _parse(as_written) if as_written is not None else []
-        if self.parsed and not norm.is_bare(text):
-            # In a worked solution or a response, what math-verify extracted is an answer string too.
-            self.strings.append(_shown(self.parsed))
-        self.strings = [s for s in dict.fromkeys(self.strings) if s]
+
+    def strings(self) -> list[str]:
+        found = norm.answer_strings(self.text)
+        if self.parsed and not norm.is_bare(self.text):
+            found.append(_shown(self.parsed))  # in a worked solution, what math-verify extracted is one too
+        return [s for s in dict.fromkeys(found) if s]
+
+    def is_equation(self) -> bool:
+        return any(norm.is_equation(norm.normalize(s)) for s in self.strings())
 
     def rewrites(self, other_is_equation: bool) -> list[tuple[str, list]]:
         """(rewrite, its parse) for every rewrite that parses to something new (each costs a verify per pair)."""
         found, seen = [], {_identity(self.parsed)}
-        for v in dict.fromkeys(v for s in self.strings for v in norm.variants(s, other_is_equation=other_is_equation)):
+        for v in dict.fromkeys(v for s in self.strings() for v in norm.variants(s, other_is_equation=other_is_equation)):
             parsed = _parse("\\boxed{" + v + "}")
             if parsed and _identity(parsed) not in seen:
                 seen.add(_identity(parsed))
                 found.append((v, parsed))
         return found
 
-    def is_equation(self) -> bool:
-        return any(norm.is_equation(norm.normalize(s)) for s in self.strings)
+
+def _normalised_match(pred: _Side, gold: _Side) -> tuple[str | None, bool]:
+    """(the prediction's answer string or rewrite that equals the gold, or None; whether the prediction has any
+    readable answer at all). 1. equal normalised strings; 2. every rewrite against every rewrite, an equation
+    reduced to its value only against an answer that is none (`x = 3` vs `x = 4` stay equations)."""
+    gold_keys = {norm.key(s) for s in gold.strings()}
+    for s in pred.strings():
+        if norm.key(s) in gold_keys:
+            return s, True
+    golds = [gold.parsed] + [p for _, p in gold.rewrites(other_is_equation=pred.is_equation())]
+    preds = ([("", pred.parsed)] if pred.parsed else []) + pred.rewrites(other_is_equation=gold.is_equation())
+    for i, g in enumerate(golds):
+        for j, (text, p) in enumerate(preds):
+            if (i, j) != (0, 0) or not pred.parsed:  # both as written: math-verify's own verdict, already False
+                if _verify(g, p):
+                    return text or _shown(pred.parsed), True
+    return None, bool(preds)
+
+
+def _readable(side: _Side) -> bool:
+    try:
+        return bool(side.parsed or side.rewrites(other_is_equation=False))
+    except Exception:
+        return bool(side.parsed)
 
 
 def grade_math(pred: str, gold: str):
     """Pool task: yields what is known so far, so that a timeout still keeps the extracted answers."""
     gold_side = _Side(gold, gold_text(gold))
-    result = {"gold_extracted": _shown(gold_side.parsed) or next(iter(gold_side.strings), None),
-              "pred_extracted": None}
-    if not gold_side.strings and not gold_side.parsed:
+    result = {"gold_extracted": _shown(gold_side.parsed) or (gold.strip() or None), "pred_extracted": None}
+    if not _readable(gold_side):
         yield {**result, "equal": False, "reason": "error: gold answer not parseable by math-verify"}
         return
     if not pred.strip():
         yield {**result, "equal": False, "reason": "empty"}
         return
     yield result
-    # A bare prediction is read as LaTeX, as a bare gold is: boxed, after normalisation (below). math-verify's
-    # plain-expression reading of it is not used: it takes `1,5` for 1.5 and `4*y` for 4.
-    pred_side = _Side(pred, None if norm.is_bare(pred) else pred)
-    result["pred_extracted"] = _shown(pred_side.parsed) or next(iter(pred_side.strings), None)
+    # A bare prediction is read as LaTeX, as a bare gold is: boxed, after normalisation (the layer below).
+    # math-verify's plain-expression reading of it is not used: it takes `1,5` for 1.5 and `4*y` for 4.
+    bare = norm.is_bare(pred)
+    pred_side = _Side(pred, None if bare else pred)
+    result["pred_extracted"] = _shown(pred_side.parsed) or (pred.strip() if bare else None)
     yield result
-
-    # 1. The same answer string after normalisation is the same answer (math-verify may still reject it).
-    gold_keys = {norm.key(s): s for s in gold_side.strings}
-    for s in pred_side.strings:
-        if norm.key(s) in gold_keys:
-            yield {**result, "pred_extracted": s, "equal": True, "reason": "correct"}
-            return
-    # 2. math-verify on the answers as written.
     if _verify(gold_side.parsed, pred_side.parsed):
         yield {**result, "equal": True, "reason": "correct"}
         return
-    # 3. Their rewrites, pairwise. An equation is compared by its value only against an answer that is none.
-    pred_rewrites = pred_side.rewrites(other_is_equation=gold_side.is_equation())
-    if not pred_side.parsed and not pred_rewrites:
-        yield {**result, "equal": False, "reason": "no_answer"}
-        return
-    if result["pred_extracted"] is None or not pred_side.parsed:
-        result["pred_extracted"] = pred_rewrites[0][0]
-        yield result
-    golds = [gold_side.parsed] + [p for _, p in gold_side.rewrites(other_is_equation=pred_side.is_equation())]
-    preds = ([(None, pred_side.parsed)] if pred_side.parsed else []) + pred_rewrites
-    for i, g in enumerate(golds):
-        for j, (text, p) in enumerate(preds):
-            if (i, j) != (0, 0) or not pred_side.parsed:  # (0, 0) as written: tried above
-                if _verify(g, p):
-                    yield {**result, "pred_extracted": text or result["pred_extracted"], "equal": True,
-                           "reason": "correct"}
-                    return
-    yield {**result, "equal": False, "reason": "wrong"}
+    try:
+        matched, readable = _normalised_match(pred_side, gold_side)
+    except Exception:  # the layer only adds equalities: should it fail, math-verify's verdict stands
+        matched, readable = None, bool(pred_side.parsed)
+    if matched is not None:
+        yield {**result, "pred_extracted": matched, "equal": True, "reason": "correct"}
+    else:
+        yield {**result, "equal": False, "reason": "wrong" if readable else "no_answer"}

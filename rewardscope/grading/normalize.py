@@ -26,6 +26,7 @@ _TEXT_ARG = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbo
 # Two words in a row (not LaTeX commands): prose, not an answer ("I do not know", "the answer is 5").
 _PROSE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}[\s,;:]+[A-Za-z]{2,}(?![A-Za-z])")
 _ANSWER_MARK = re.compile(r"answer\s*(?:is\s*:?|:|=)", re.IGNORECASE)
+SHORTHAND_MAX_CHARS = 1_000  # \frac52 and 0.\overline{6} are rewritten in answers up to this length
 BARE_MAX_CHARS = 10_000  # one line of math, no prose: a matrix or a 5000-digit number is still an answer
 
 
@@ -135,7 +136,6 @@ _REWRITES = [  # (pattern, replacement), applied in order
     (re.compile(r"^\(([A-Z])\)$"), r"\1"),  # an option letter: (B) is B
     (re.compile(r"(?<![\d.])\.(?=\d)"), "0."),  # .5 -> 0.5
 ]
-_TRAILING = re.compile(r"(?:\s|\\\\|\\(?=\s*$)|(?<!\d)\.|\.(?=\s*$)|,)+$")  # a stray \ or \\, a full stop
 
 
 _REPEATING = re.compile(r"(-?)(\d*)\.(\d*)\\overline\s*\{(\d{1,40})\}")
@@ -151,15 +151,16 @@ def _repeating_to_fraction(m: re.Match) -> str:
 
 def normalize(s: str) -> str:
     """A LaTeX answer with its spelling variants removed (see the module docstring); spaces collapsed."""
-    s = s.strip()
+    s = re.sub(r"\s+", " ", s).strip()  # first: no regex below then meets a long run of spaces
     if len(s) > 1 and s[0] == s[-1] == "$":
         s = s.strip("$")
     s = re.sub(r"^\\\(|\\\)$|^\\\[|\\\]$", "", s.strip())
     for pattern, replacement in _REWRITES:
         s = pattern.sub(replacement, s)
-    s = _brace_arguments(_brace_arguments(s, "\\frac", 2), "\\sqrt", 1)
-    s = _REPEATING.sub(_repeating_to_fraction, s) if len(s) < 200 else s  # bounded: int() of short digit runs
-    s = _TRAILING.sub("", s.strip())
+    if len(s) <= SHORTHAND_MAX_CHARS:  # quadratic at worst (unclosed braces): short answers only, where it is used
+        s = _brace_arguments(_brace_arguments(s, "\\frac", 2), "\\sqrt", 1)
+        s = _REPEATING.sub(_repeating_to_fraction, s)
+    s = s.rstrip(" .,\\")  # a full stop, a stray \ or \\ ("12\\"), what a thin space leaves ("5\\,")
     return re.sub(r"\s+", " ", s).strip()
 
 
@@ -304,7 +305,7 @@ def is_equation(s: str) -> bool:
     return len(split_equation(s)) > 1 or any(len(split_equation(a)) > 1 for a in _top_level(s, ","))
 
 
-_NUMBER_THEN_WORDS = re.compile(r"([-+]?[\d.,/]*\d)\s+((?:[A-Za-z]{2,}\.?\s*)+)(?:\^\{?\d\}?)?")
+_NUMBER_THEN_WORDS = re.compile(r"([-+]?[\d.,/]*\d) ([A-Za-z]{2,}(?:\.? [A-Za-z]{2,})*\.?)(?:\^\{?\d\}?)?")
 
 
 def variants(s: str, *, other_is_equation: bool) -> list[str]:
