@@ -1,8 +1,13 @@
-"""model_fingerprint: the identity of a model's weights that run directories record (unit, files on disk)."""
+"""model_fingerprint (the identity of a model's weights that run directories record), devices, and a model's
+config read without its weights (unit, files on disk)."""
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from rewardscope import models
+from rewardscope.errors import RewardscopeError
 from rewardscope.models import model_fingerprint
 
 
@@ -41,3 +46,25 @@ def test_large_files_are_sampled_at_start_middle_and_end(tmp_path, monkeypatch):
 def test_demo_and_uncached_hub_ids():
     assert model_fingerprint("demo") == model_fingerprint(str(models.DEMO_MODEL_DIR))
     assert model_fingerprint("nobody-here/no-such-model-xyz") is None  # nothing cached: nothing to compare
+
+
+def test_a_device_that_is_not_here_is_refused_with_the_reason():
+    assert models.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(RewardscopeError, match=r"model.device: 'gpu' is not a device"):
+        models.resolve_device("gpu")
+    with pytest.raises(RewardscopeError, match=r"model.device: 'cuda:64' but "):
+        models.resolve_device("cuda:64")
+    if not torch.cuda.is_available():
+        with pytest.raises(RewardscopeError, match=r"model.device: 'cuda' but CUDA is not available \(.+\)"):
+            models.resolve_device("cuda")
+
+
+def test_config_and_context_without_loading_weights(tmp_path, char_tokenizer):
+    from rewardscope.config import ModelConfig
+
+    demo = models.load_config(ModelConfig(name="demo"))
+    assert (demo.num_hidden_layers, demo.hidden_size, demo.max_position_embeddings) == (4, 128, 128)
+    gpt2 = models.tiny_model("gpt2", char_tokenizer)
+    assert models.context_length(gpt2) == 512  # GPT-2 calls it n_positions
+    with pytest.raises(RewardscopeError, match="cannot load the config of model"):
+        models.load_config(ModelConfig(name=str(tmp_path)))  # a folder without config.json
