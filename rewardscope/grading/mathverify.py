@@ -108,14 +108,17 @@ class _Side:
         return found
 
 
-def _normalised_match(pred: _Side, gold: _Side) -> tuple[str | None, bool]:
-    """(the prediction's answer string or rewrite that equals the gold, or None; whether the prediction has any
-    readable answer at all). 1. equal normalised strings; 2. every rewrite against every rewrite, an equation
-    reduced to its value only against an answer that is none (`x = 3` vs `x = 4` stay equations)."""
+def _same_string(pred: _Side, gold: _Side) -> str | None:
+    """The prediction's answer string whose normalised string is one of the gold's: the same answer, whatever
+    math-verify makes of it (it cannot parse `\\$\\$`, it finds `x \\mid y` unequal to `x\\mid y`)."""
     gold_keys = {norm.key(s) for s in gold.strings()}
-    for s in pred.strings():
-        if norm.key(s) in gold_keys:
-            return s, True
+    return next((s for s in pred.strings() if norm.key(s) in gold_keys), None)
+
+
+def _rewrite_match(pred: _Side, gold: _Side) -> tuple[str | None, bool]:
+    """(the prediction's rewrite that verifies against a rewrite of the gold, or None; whether the prediction has
+    any readable answer at all). An equation is reduced to its value only against an answer that is none
+    (`x = 3` vs `x = 4` stay equations)."""
     golds = [gold.parsed] + [p for _, p in gold.rewrites(other_is_equation=pred.is_equation())]
     preds = ([("", pred.parsed)] if pred.parsed else []) + pred.rewrites(other_is_equation=gold.is_equation())
     for i, g in enumerate(golds):
@@ -134,28 +137,37 @@ def _readable(side: _Side) -> bool:
 
 
 def grade_math(pred: str, gold: str):
-    """Pool task: yields what is known so far, so that a timeout still keeps the extracted answers."""
+    """Pool task: yields what is known so far, so that a timeout still keeps the extracted answers.
+    The normalisation layer only adds equalities: should it fail on some input, math-verify's verdict stands."""
     gold_side = _Side(gold, gold_text(gold))
     result = {"gold_extracted": _shown(gold_side.parsed) or (gold.strip() or None), "pred_extracted": None}
-    if not _readable(gold_side):
-        yield {**result, "equal": False, "reason": "error: gold answer not parseable by math-verify"}
-        return
+    unreadable_gold = {**result, "equal": False, "reason": "error: gold answer not parseable by math-verify"}
     if not pred.strip():
-        yield {**result, "equal": False, "reason": "empty"}
+        yield unreadable_gold if not _readable(gold_side) else {**result, "equal": False, "reason": "empty"}
         return
     yield result
-    # A bare prediction is read as LaTeX, as a bare gold is: boxed, after normalisation (the layer below).
+    # A bare prediction is read as LaTeX, as a bare gold is: boxed, after normalisation (in the rewrites).
     # math-verify's plain-expression reading of it is not used: it takes `1,5` for 1.5 and `4*y` for 4.
     bare = norm.is_bare(pred)
     pred_side = _Side(pred, None if bare else pred)
     result["pred_extracted"] = _shown(pred_side.parsed) or (pred.strip() if bare else None)
     yield result
+    try:
+        same = _same_string(pred_side, gold_side)
+    except Exception:
+        same = None
+    if same is not None:
+        yield {**result, "pred_extracted": same, "equal": True, "reason": "correct"}
+        return
+    if not _readable(gold_side):
+        yield {**unreadable_gold, "pred_extracted": result["pred_extracted"]}
+        return
     if _verify(gold_side.parsed, pred_side.parsed):
         yield {**result, "equal": True, "reason": "correct"}
         return
     try:
-        matched, readable = _normalised_match(pred_side, gold_side)
-    except Exception:  # the layer only adds equalities: should it fail, math-verify's verdict stands
+        matched, readable = _rewrite_match(pred_side, gold_side)
+    except Exception:
         matched, readable = None, bool(pred_side.parsed)
     if matched is not None:
         yield {**result, "pred_extracted": matched, "equal": True, "reason": "correct"}
