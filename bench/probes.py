@@ -7,7 +7,9 @@ ratio a retrained value-dims probe and `--draws` random-dims probes. "batched" i
 >= 4x), the AUROC differences between the arms (goal <= 0.01: the same model; batched GEMMs round differently
 from single ones and Adam can amplify that, so the spread is shown beside the seed-to-seed one), the AUROC of
 scikit-learn's L1 logistic regression (liblinear, C = 0.1) on the same states as a reference, and the peak RSS
-of the process (all ratios in this one process).
+of the process (all ratios in this one process). A convergence table sets the full probes of the speed arms
+(a fixed `--epochs`) beside the same probes trained with early stopping on a validation part of the training
+problems (`--cap` epochs at most, `--patience`), and beside the L1 logistic reference.
 
 Data: synthetic residual-stream-like states (realistic traits: a few massive-activation dims, low-rank
 correlated structure, lognormal per-dim scales) with a value signal in ~1% of dims that moves from the
@@ -100,6 +102,16 @@ def loop_sweep(X, train, held, boot, params, ratios, draws):
     return full_tables, rows
 
 
+def converged_probes(X, train, held, boot, params, cap: int, patience: int) -> dict:
+    """The full probes trained with early stopping: a fifth of the training problems validate."""
+    val = split_problems(train.problem_ids, 0.2, seed=[0, 1])
+    start = time.perf_counter()
+    probes = LayerwiseValueProbes(**{**params, "epochs": cap, "patience": patience}).fit(
+        X, train.subset(~val), validation=train.subset(val))
+    tables, _ = evaluate(probes.predict(X, held.rows).numpy(), held, boot)
+    return {"tables": tables, "epochs": probes.best_epoch_.tolist(), "seconds": time.perf_counter() - start}
+
+
 def auroc_differences(batched, loop) -> np.ndarray:
     """|AUROC batched - AUROC loop| for every (layer, arm, position)."""
     diffs = []
@@ -161,6 +173,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--draws", type=int, default=2)
+    parser.add_argument("--cap", type=int, default=300, help="most epochs of the early-stopped probes")
+    parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--ratios", default="0,0.5,0.8,0.9,0.95,0.98,0.99")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", help="also write the figures as JSON here")
@@ -186,6 +200,7 @@ def main() -> None:
     loop = loop_sweep(X, train, held, boot, params, ratios, args.draws)
     loop_s = time.perf_counter() - start
     reference = l1_logistic_reference(X, train, held, cols)
+    converged = converged_probes(X, train, held, boot, params, args.cap, args.patience)
 
     figures = {
         "batched_s": round(batched_s, 2), "loop_s": round(loop_s, 2), "speedup": round(loop_s / batched_s, 2),
@@ -198,6 +213,9 @@ def main() -> None:
                 "layer": layer,
                 "probe_s0": round(batched[0][layer]["s0"]["auroc"], 4),
                 "probe_last": round(batched[0][layer]["last"]["auroc"], 4),
+                "early_stopped_s0": round(converged["tables"][layer]["s0"]["auroc"], 4),
+                "early_stopped_last": round(converged["tables"][layer]["last"]["auroc"], 4),
+                "early_stopped_epochs": converged["epochs"][layer],
                 **{f"l1_logreg_{k}": v for k, v in ref.items()},
                 "sweep_last": {f"{r['ratio']:g}": [round(r["value_dims"]["last"]["auroc"], 3),
                                                    round(r["random_dims"]["last"]["auroc"], 3)]
@@ -210,10 +228,16 @@ def main() -> None:
           f"peak RSS {figures['peak_rss_mb_after_batched']} MB after batched, {figures['peak_rss_mb']} MB in all")
     print(f"|AUROC batched - loop| (goal <= 0.01): {figures['auroc_batched_vs_loop']}")
     print(f"|AUROC seed 0 - seed 1| of the full probes, for scale: {figures['auroc_seed0_vs_seed1']}")
-    print("layer  probe s0  probe last  L1-logreg s0  L1-logreg last  sweep last AUROC at each ratio [value, random]")
+    print(f"convergence: {args.epochs} fixed epochs vs early stopping (cap {args.cap}, patience {args.patience}, "
+          f"{converged['seconds']:.1f} s) vs L1 logistic regression; AUROC s0 / last")
+    print("layer  fixed s0  fixed last  stopped s0  stopped last  epochs  L1-logreg s0  L1-logreg last")
     for row in figures["per_layer"]:
-        print(f"{row['layer']:>5}  {row['probe_s0']:>8}  {row['probe_last']:>10}  {row['l1_logreg_s0']:>12}  "
-              f"{row['l1_logreg_last']:>14}  {row['sweep_last']}")
+        print(f"{row['layer']:>5}  {row['probe_s0']:>8}  {row['probe_last']:>10}  {row['early_stopped_s0']:>10}  "
+              f"{row['early_stopped_last']:>12}  {row['early_stopped_epochs']:>6}  {row['l1_logreg_s0']:>12}  "
+              f"{row['l1_logreg_last']:>14}")
+    print("sweep last AUROC at each ratio [value, random] (fixed epochs):")
+    for row in figures["per_layer"]:
+        print(f"{row['layer']:>5}  {row['sweep_last']}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"args": vars(args), **figures}, f, indent=2)

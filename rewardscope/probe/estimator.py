@@ -12,8 +12,8 @@ up to rounding: BLAS rounds a batched product differently from a single one, and
 amplify that (docs/probes.md gives the measured size: AUROCs agree far within seed-to-seed variation).
 
 Training length: with `patience` and validation trajectories (held apart from the training ones, by problem),
-each probe keeps the weights of its epoch with the lowest validation loss and the fit ends once no probe has
-improved for `patience` epochs (`epochs` is the cap); `patience=None` trains exactly `epochs` epochs (the
+each probe keeps the weights of its epoch with the lowest validation loss (lower by more than `tol` than the
+best before it) and the fit ends once no probe has improved for `patience` epochs (`epochs` is the cap); `patience=None` trains exactly `epochs` epochs (the
 paper's protocol). The validation loss is the MSE of V against the rollout's terminal reward at every state:
 an unbiased target of the value whatever lambda the probe is trained with (a TD loss can fall by flattening V).
 Probes stop independently: in a batched fit a probe past its best epoch keeps training, but its best weights
@@ -56,6 +56,7 @@ class LayerwiseValueProbes(BaseEstimator):
         batch_trajectories: int = 4,
         epochs: int = 100,  # the cap with early stopping; exactly this many without (patience=None)
         patience: int | None = None,  # epochs without a better validation loss before stopping; None: no stop
+        tol: float = 1e-4,  # "better" = lower by more than this (validation MSE), as scikit-learn's MLP counts it
         seed: int = 0,
         device: str = "cpu",
         progress: bool | str = False,  # a progress bar over epochs; a string is its label
@@ -71,6 +72,7 @@ class LayerwiseValueProbes(BaseEstimator):
         self.batch_trajectories = batch_trajectories
         self.epochs = epochs
         self.patience = patience
+        self.tol = tol
         self.seed = seed
         self.device = device
         self.progress = progress
@@ -139,7 +141,7 @@ class LayerwiseValueProbes(BaseEstimator):
             if validation is None:
                 continue
             validation_curve.append(self._reward_mse(weights, X, validation))
-            improved = validation_curve[-1] < best_loss
+            improved = validation_curve[-1] < best_loss - self.tol
             if self.patience is None:  # no early stopping: the last epoch's weights are kept
                 improved[:] = True
             best_loss = torch.where(improved, validation_curve[-1], best_loss)
@@ -185,6 +187,7 @@ class LayerwiseValueProbes(BaseEstimator):
             ("batch_trajectories", _is_int(self.batch_trajectories) and self.batch_trajectories >= 1,
              "an integer >= 1"),
             ("epochs", _is_int(self.epochs) and self.epochs >= 0, "an integer >= 0"),
+            ("tol", self.tol >= 0, ">= 0"),
             ("patience", self.patience is None or (_is_int(self.patience) and self.patience >= 1),
              "null (no early stopping) or an integer >= 1"),
         )
