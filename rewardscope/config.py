@@ -144,6 +144,7 @@ class ProbeConfig:
     epochs: int = 100  # the cap: training stops earlier when the validation loss stops improving
     patience: int | None = 10  # epochs without a better validation loss before a probe stops; null: exactly
     # `epochs` epochs, the paper's protocol (an undertrained probe weakens every later claim)
+    tol: float = 1e-4  # an epoch improves when its validation loss is lower than the best by more than this
     test_fraction: float = 0.2  # held-out share of *problems* (never split a problem's rollouts)
     validation_fraction: float = 0.15  # share of the training problems set apart for early stopping and for
     # choosing the headline layer (never chosen on the held-out problems it is reported on)
