@@ -144,7 +144,8 @@ def grade_file(input: str, out: str, kind: str = "math", timeout_s: float = 5.0,
         if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
             raise RewardscopeError(f"{input}:{n}: field 'choices' must be a list of strings")
     verdicts: list[Verdict] = []
-    with Grader(kind, timeout_s, workers, choice_fallback) as grader, tqdm(total=len(rows), desc=f"grading ({kind})") as bar:
+    with Grader(kind, timeout_s, workers, choice_fallback) as grader, \
+            tqdm(total=len(rows), desc=f"grading ({kind})") as bar:
         for start in range(0, len(rows), FILE_CHUNK):
             chunk = rows[start:start + FILE_CHUNK]
             verdicts += grader.grade([r["pred"] for r in chunk], [r["gold"] for r in chunk],

@@ -77,7 +77,9 @@ def _different_rationals(a, b) -> bool:
 
 def _identity(parsed: list) -> str:
     # A parse that failed in sympy is only its text: `2**10` (text) is not the number 2**10.
-    return "" if not parsed else sympy.srepr(parsed[0]) if isinstance(parsed[0], sympy.Basic) else "text:" + str(parsed[0])
+    if not parsed:
+        return ""
+    return sympy.srepr(parsed[0]) if isinstance(parsed[0], sympy.Basic) else "text:" + str(parsed[0])
 
 
 class _Side:
@@ -100,7 +102,8 @@ class _Side:
     def rewrites(self, other_is_equation: bool) -> list[tuple[str, list]]:
         """(rewrite, its parse) for every rewrite that parses to something new (each costs a verify per pair)."""
         found, seen = [], {_identity(self.parsed)}
-        for v in dict.fromkeys(v for s in self.strings() for v in norm.variants(s, other_is_equation=other_is_equation)):
+        rewritten = (v for s in self.strings() for v in norm.variants(s, other_is_equation=other_is_equation))
+        for v in dict.fromkeys(rewritten):
             parsed = _parse("\\boxed{" + v + "}")
             if parsed and _identity(parsed) not in seen:
                 seen.add(_identity(parsed))

@@ -7,8 +7,8 @@ math-verify reads LaTeX inside `$...$` or `\\boxed{}` and a few plain expression
   variants(s)   LaTeX rewrites of s (normalised, plain text translated, one side of an equation, percent
                 sign dropped) for the worker to parse and verify pairwise
 
-Everything here is string work with linear-time regexes and bounded loops; it still runs inside the grading
-worker (rewardscope/grading/mathverify.py), under the pool's deadline. The choices it makes for ambiguous
+Everything here is string work (what could grow quadratic is applied to short answers only); it still runs inside
+the grading worker (rewardscope/grading/mathverify.py), under the pool's deadline. The choices it makes for ambiguous
 answers (percent, decimal comma, chained equations) are documented in docs/grading.md.
 """
 
@@ -107,7 +107,8 @@ def _brace_arguments(s: str, command: str, count: int) -> str:
 
 
 _UNICODE = {"\u2212": "-", "\u2013": "-", "π": "\\pi ", "∞": "\\infty ", "×": "\\times ", "·": "\\cdot ",
-            "÷": "\\div ", "≤": "\\leq ", "≥": "\\geq ", "≠": "\\neq ", "²": "^{2}", "³": "^{3}", "\u00a0": " "}
+            "÷": "\\div ", "≤": "\\leq ", "≥": "\\geq ", "≠": "\\neq ", "²": "^{2}", "³": "^{3}",
+            "\u00a0": " "}
 _REWRITES = [  # (pattern, replacement), applied in order
     (re.compile("|".join(map(re.escape, _UNICODE))), lambda m: _UNICODE[m[0]]),
     (re.compile(r"√\s*(\d+(?:\.\d+)?|[A-Za-z])"), r"\\sqrt{\1}"),
@@ -180,8 +181,6 @@ def key(s: str) -> str:
     s = s.replace("\\{", "{").replace("\\}", "}")
     if _NUMBER_WITH_THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
-    if re.fullmatch(r"\(([A-Z])\)", s):
-        s = s[1]
     sides = split_equation(s)
     if len(sides) == 2 and _is_name(sides[1]) and not _is_name(sides[0]):
         s = f"{sides[1]}={sides[0]}"
@@ -281,7 +280,8 @@ def split_equation(s: str) -> list[str]:
 def equation_value(s: str) -> str | None:
     """What an equation gives as the answer, when the other answer is not an equation: the value side of
     `x = 3` or `3 = x`, the last side of a chain (`x = 2+3 = 5` gives 5), the values of `a = 2, b = 3` as
-    the tuple `(2, 3)` (of `x = 1, x = 2`: the list `1, 2`). None when s is no equation (or both sides are expressions: `x + y = 3`)."""
+    the tuple `(2, 3)` (of `x = 1, x = 2`: the list `1, 2`). None when s is no equation, or when neither
+    side is a variable (`x + y = 3`: math-verify still matches it with its right side)."""
     assignments = _top_level(s, ",")
     if len(assignments) > 1:
         sides = [split_equation(a) for a in assignments]

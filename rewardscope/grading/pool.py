@@ -160,8 +160,9 @@ class DeadlinePool:
         for job, args in enumerate(args_list):
             try:
                 messages[job] = json.dumps(list(args)).encode()
-            except (TypeError, ValueError) as e:  # arguments that cannot be sent are that job's error, not the batch's
-                outcomes[job] = Outcome("error", None, f"cannot send the arguments: {type(e).__name__}: {e}"[:ERROR_CHARS])
+            except (TypeError, ValueError) as e:  # arguments that cannot be sent: that job's error, not the batch's
+                error = f"cannot send the arguments: {type(e).__name__}: {e}"
+                outcomes[job] = Outcome("error", None, error[:ERROR_CHARS])
         queue = deque(job for job in range(len(args_list)) if messages[job] is not None)
         try:
             while queue or any(w.job is not None for w in self._workers):
