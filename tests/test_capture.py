@@ -269,10 +269,9 @@ def crash_at_forward(model, n: int):
         handle.remove()
 
 
-def interrupted_capture(model, tokenizer, rollouts, out, main_batches: int, **settings):
-    """A capture that crashes in its main forward number `main_batches` + 1 (after the s_0 prompt forwards)."""
-    prompt_batches = -(-len(plan_capture(rollouts).prompts) // settings["batch_size"])
-    with crash_at_forward(model, prompt_batches + main_batches + 1), pytest.raises(_Crash):
+def interrupted_capture(model, tokenizer, rollouts, out, batches: int, **settings):
+    """A capture that crashes in its forward number `batches` + 1; returns the index parts written."""
+    with crash_at_forward(model, batches + 1), pytest.raises(_Crash):
         capture(model, tokenizer, rollouts, out, **settings)
     return sorted(p.name for p in (out / "index").iterdir())
 
@@ -283,7 +282,7 @@ def test_interrupted_capture_resumes_to_identical_files(tmp_path):
     whole = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "whole", **settings))
 
     cut = tmp_path / "cut"
-    written = interrupted_capture(model, tokenizer, rollouts, cut, main_batches=2, **settings)
+    written = interrupted_capture(model, tokenizer, rollouts, cut, batches=2, **settings)
     assert 0 < len(written) < whole.metadata["shards"]
     with pytest.raises(RewardscopeError, match=rf"capture incomplete \({len(written)} of \d+ shards"):
         CaptureReader(cut)
@@ -319,36 +318,54 @@ def s0_by_problem(reader: CaptureReader, layer: int) -> dict[str, list[torch.Ten
     return out
 
 
-def test_every_rollout_of_a_problem_has_the_same_s0_bits(tmp_path):
-    """s_0 is the state of the shared prompt: taken from each rollout's own forward, it moved with the batch the
-    rollout ran in (float32 rounding, here in 3 of the tiny Llama's s_0 rows), also after a resume."""
-    model, tokenizer, rollouts = model_and_rollouts("llama")
-    settings = dict(batch_size=2, shard_rows=12, dtype="float32")
-    whole = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "whole", **settings))
-    interrupted_capture(model, tokenizer, rollouts, tmp_path / "cut", main_batches=2, **settings)
-    resumed = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "cut", **settings))
-    assert resumed.metadata["stats"]["resumed_from_shard"] > 0
+def assert_one_s0_per_problem(reader: CaptureReader, rollouts: pa.Table) -> None:
     problems = Counter(rollouts.column("problem_id").to_pylist())
-    assert max(problems.values()) > 1, "the fixture needs problems with several rollouts"
-    for layer in whole.layers:
-        for reader in (whole, resumed):
-            for problem, states in s0_by_problem(reader, layer).items():
-                assert len(states) == problems[problem]
-                assert all(torch.equal(state, states[0]) for state in states), (layer, problem)
-        assert torch.equal(resumed.load(layer), whole.load(layer))
+    assert max(problems.values()) > 1, "the test needs problems with several rollouts"
+    for layer in reader.layers:
+        for problem, states in s0_by_problem(reader, layer).items():
+            assert len(states) == problems[problem]
+            assert all(torch.equal(state, states[0]) for state in states), (layer, problem)
 
 
-def test_refuses_a_directory_captured_with_other_settings(tmp_path):
+def test_every_rollout_of_a_problem_has_the_same_s0_bits(tmp_path):
+    """s_0 is the state of the shared prompt. Taken from each rollout's own forward, it moved with the batch the
+    rollout ran in (float32 rounding: 3 of the tiny Llama's s_0 rows here)."""
     model, tokenizer, rollouts = model_and_rollouts("llama")
-    capture(model, tokenizer, rollouts, tmp_path, model_name="org/model-a", dtype="float32")
-    with pytest.raises(RewardscopeError, match=r"captured with model='org/model-a', but this run has model='org/b'"):
-        capture(model, tokenizer, rollouts, tmp_path, model_name="org/b", dtype="float32")
-    with pytest.raises(RewardscopeError, match=r"captured with dtype='float32', but this run has dtype='float16'"):
-        capture(model, tokenizer, rollouts, tmp_path, model_name="org/model-a")
-    with pytest.raises(RewardscopeError, match="rollouts_sha256"):
-        capture(model, tokenizer, rollouts.slice(1), tmp_path, model_name="org/model-a", dtype="float32")
-    with pytest.raises(RewardscopeError, match=r"captured from model 'org/model-a', not 'org/b'"):
-        CaptureReader(tmp_path, model="org/b")
+    assert_one_s0_per_problem(CaptureReader(capture(model, tokenizer, rollouts, tmp_path, batch_size=2,
+                                                    dtype="float32")), rollouts)
+
+
+def test_a_resumed_capture_reads_the_shared_s0_back_from_disk(tmp_path):
+    """On the demo organism's rollouts a problem's rollouts are spread over the length order, so a resume meets
+    problems whose s_0 was taken before the interruption: it must read those bits back, not recompute them."""
+    from rewardscope.config import load_recipe
+    from rewardscope.io import read_parquet
+    from rewardscope.models import load_model
+    from rewardscope.rollout.stage import rollout
+
+    recipe = load_recipe(overrides={"data.n_problems": 6, "rollout.n": 4, "rollout.max_new_tokens": 96,
+                                    "rollout.step_delimiter": "\n", "model.dtype": "float32", "grade.workers": 1})
+    rollouts = read_parquet(rollout(recipe, tmp_path / "run"))
+    model, tokenizer = load_model("demo", dtype="float32", device="cpu")
+    settings = dict(batch_size=2, shard_rows=16, dtype="float32")
+    plan = plan_capture(rollouts)
+
+    def read_back(batches: int) -> int:
+        """How many s_0 a resume after `batches` batches must read from disk: rollouts it writes whose prompt's
+        first rollout lies before the batch it restarts from."""
+        kept_rows = plan.first_rows[batches * 2] // 16 * 16  # the complete shards
+        restart = (np.searchsorted(plan.first_rows, kept_rows, side="right") - 1) // 2 * 2
+        written = np.flatnonzero(plan.first_rows[:-1] >= kept_rows)
+        return int((plan.s0_source[plan.prompt_of[written]] < restart).sum())
+
+    batches = next(b for b in range(1, len(plan.sequences) // 2) if read_back(b))
+    whole = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "whole", **settings))
+    interrupted_capture(model, tokenizer, rollouts, tmp_path / "cut", batches=batches, **settings)
+    resumed = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "cut", **settings))
+    assert resumed.metadata["stats"]["resumed_from_shard"] * 16 == plan.first_rows[batches * 2] // 16 * 16
+    assert_one_s0_per_problem(resumed, rollouts)
+    for layer in whole.layers:
+        assert torch.equal(resumed.load(layer), whole.load(layer))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -430,12 +447,11 @@ def test_a_disk_that_fills_up_mid_capture_is_a_clear_error_and_a_rerun_resumes(t
     whole = CaptureReader(capture(model, tokenizer, rollouts, tmp_path / "whole", **settings))
     with small_disk(tmp_path / "disk", "3m") as disk:
         out = disk / "capture"
-        prompt_batches = -(-len(plan_capture(rollouts).prompts) // 2)
         calls = []
 
         def fill_at_second_batch(module, args, output):
             calls.append(1)
-            if len(calls) == prompt_batches + 2:
+            if len(calls) == 2:
                 fill(disk)
 
         handle = decoder_layers(model)[0].register_forward_hook(fill_at_second_batch)

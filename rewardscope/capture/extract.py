@@ -4,9 +4,10 @@ States kept (CaptureConfig.positions):
 - "all":   s_0 (the last prompt token, before anything is generated) and every generated token;
 - "steps": s_0, the step ends and the last token (the probe's "last token" state), to save disk.
 s_0 is one state per distinct prompt: all rollouts of a problem share their prompt, so they get the same s_0
-bits, from a prompt-only forward in batches fixed by the rollouts table alone (the same after a resume). Taken
-from each rollout's own forward, it would move at rounding level with the batch the response ran in (longest
-first: with its length), and an AUROC over s_0 would break its within-problem ties by that noise.
+bits: those of the prompt's first rollout in processing order, copied to the others (a resumed capture reads
+them back from the shard that holds them). Taken from each rollout's own forward, s_0 would move at rounding
+level with the batch the response ran in (longest first: with its length), and an AUROC over s_0 would break
+its within-problem ties by that noise. Copying costs no extra forward.
 The EOS token's state is never kept: generation stops when EOS is *sampled*, so the model never reads it (no
 sampled trajectory has a state there), and step_ends never point at it. The last kept token (`is_last`) is the
 last one before EOS, the same token the last step ends at.
@@ -40,7 +41,7 @@ from safetensors.torch import save
 from tqdm import tqdm
 
 from rewardscope import __version__
-from rewardscope.capture.reader import completed_shards, part_path, shard_path
+from rewardscope.capture.reader import completed_shards, load_rows, part_path, shard_path
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import num_layers, residual_hooks, resolve_layers
 from rewardscope.io import atomic_path, is_temporary, read_json, write_json, write_parquet
@@ -52,7 +53,7 @@ REQUIRED_COLUMNS = ("rollout_id", "problem_id", "prompt_ids", "response_ids", "s
 # A capture directory is resumed or reused only if these match the run's own.
 SETTINGS = ("model", "revision", "model_fingerprint", "layers", "dtype", "positions", "shard_rows", "rollouts_sha256",
             "s0")
-S0 = "prompt forward"  # metadata "s0": how s_0 was taken (older captures took it from each rollout's forward)
+S0 = "first rollout of the prompt"  # metadata "s0"; older captures took each rollout's own (no "s0" entry)
 
 
 @dataclass
@@ -60,9 +61,9 @@ class CapturePlan:
     """What each forward runs and where each state goes, from the rollouts table alone (no model needed)."""
 
     sequences: list[np.ndarray]  # per rollout, in processing order: prompt + response ids, EOS dropped
-    selected: list[np.ndarray]  # per rollout: positions in its sequence of its states after s_0, in row order
-    prompts: list[np.ndarray]  # distinct prompts, longest first (then table order): the s_0 forwards' order
-    prompt_of: np.ndarray  # per rollout, in processing order: its prompt's index in `prompts`
+    selected: list[np.ndarray]  # per rollout: positions in its sequence whose states are kept, in row order
+    prompt_of: np.ndarray  # per rollout, in processing order: index of its prompt among the distinct prompts
+    s0_source: np.ndarray  # per distinct prompt: its first rollout in processing order, whose s_0 all share
     first_rows: np.ndarray  # [n_rollouts + 1]: global row of each rollout's first state (its s_0); last = total
     index: pa.Table  # one row per state, in storage order: index.parquet
     fingerprint: str  # hash of every rollout's ids, step ends and finish reason
@@ -95,16 +96,13 @@ def plan_capture(rollouts: pa.Table, positions: str = "all") -> CapturePlan:
         )
 
     order = np.argsort(-(n_prompt + n_kept), kind="stable")
-    keys = [prompt[prompt_at[i] : prompt_at[i + 1]].tobytes() for i in range(rollouts.num_rows)]
-    distinct = sorted(dict.fromkeys(keys), key=len, reverse=True)  # stable: ties keep table order
-    where = {key: j for j, key in enumerate(distinct)}
     sequences, selected, columns = [], [], []
     for i in order:
         ends = steps[steps_at[i] : steps_at[i + 1]]
         rows = state_rows(int(n_kept[i]), ends, positions, int(rollout_ids[i]))
         kept = response[response_at[i] : response_at[i] + n_kept[i]]
         sequences.append(np.concatenate([prompt[prompt_at[i] : prompt_at[i + 1]], kept]))
-        selected.append(n_prompt[i] + rows[0][1:])  # response token t -> position n_prompt + t; s_0 comes apart
+        selected.append(n_prompt[i] + rows[0])  # token -1 (s_0) -> the last prompt position
         columns.append(rows)
     tokens, kinds, step_index, is_last = (np.concatenate(c) for c in zip(*columns))
 
@@ -125,9 +123,11 @@ def plan_capture(rollouts: pa.Table, positions: str = "all") -> CapturePlan:
     for part in (rollout_ids, prompt, prompt_at, response, response_at, steps, steps_at, eos):
         digest.update(np.ascontiguousarray(part).tobytes())
     first_rows = np.concatenate([[0], np.cumsum(counts)])
-    prompts = [np.frombuffer(key, dtype=np.int32) for key in distinct]
-    prompt_of = np.array([where[keys[i]] for i in order], dtype=np.int64)
-    return CapturePlan(sequences, selected, prompts, prompt_of, first_rows, index, digest.hexdigest()[:16])
+    keys = [prompt[prompt_at[i] : prompt_at[i + 1]].tobytes() for i in order]
+    where = {key: j for j, key in enumerate(dict.fromkeys(keys))}  # numbered in order of first appearance
+    prompt_of = np.array([where[key] for key in keys], dtype=np.int64)
+    s0_source = np.unique(prompt_of, return_index=True)[1]
+    return CapturePlan(sequences, selected, prompt_of, s0_source, first_rows, index, digest.hexdigest()[:16])
 
 
 def state_rows(n_tokens: int, step_ends: np.ndarray, positions: str, rollout_id: int):
@@ -174,56 +174,40 @@ def pad_batch(sequences: list[np.ndarray], pad_id: int, padding_side: str, devic
     return {k: v.to(device) for k, v in inputs.items()}, starts
 
 
-def prompt_states(
-    model, plan: CapturePlan, layers: list[int], dtype: torch.dtype, batch_size: int, pad_id: int,
-    padding_side: str, needed: np.ndarray,
-) -> list[torch.Tensor]:
-    """s_0 of the distinct prompts: per layer, [n_prompts, d] (rows of prompts not in `needed` stay zero).
-
-    Prompts run alone, in fixed batches of `batch_size` in plan order: a batch not needed (resume) is skipped
-    whole, never recomposed, so every s_0 has the same bits as in an uninterrupted capture."""
-    device = model.get_input_embeddings().weight.device
-    hidden = model.config.get_text_config().hidden_size
-    out = [torch.zeros(len(plan.prompts), hidden, dtype=dtype) for _ in layers]
-    wanted = np.zeros(len(plan.prompts), dtype=bool)
-    wanted[needed] = True
-    for b0 in range(0, len(plan.prompts), batch_size):
-        if not wanted[b0 : b0 + batch_size].any():
-            continue
-        prompts = plan.prompts[b0 : b0 + batch_size]
-        inputs, starts = pad_batch(prompts, pad_id, padding_side, device)
-        width = inputs["input_ids"].shape[1]
-        last = np.array([b * width + start + len(p) - 1 for b, (start, p) in enumerate(zip(starts, prompts))])
-        for layer_out, states in zip(out, _forward(model, inputs, torch.from_numpy(last).to(device), layers, dtype)):
-            layer_out[b0 : b0 + len(prompts)] = states
-    return out
-
-
 def iter_states(
     model, plan: CapturePlan, layers: list[int], dtype: torch.dtype = torch.float16, batch_size: int = 8,
-    pad_id: int = 0, padding_side: str = "right", start: int = 0,
+    pad_id: int = 0, padding_side: str = "right", start: int = 0, stored=None,
 ) -> Iterator[tuple[int, list[torch.Tensor], int]]:
     """Per batch of rollouts (processing order, from rollout `start`): (first row, [rows, d] CPU states of each
-    layer, tokens forwarded). Each rollout's first row is its prompt's s_0 (prompt_states)."""
+    layer, tokens forwarded).
+
+    Each rollout's first row is its prompt's s_0, the one of the prompt's first rollout (plan.s0_source), so the
+    rollouts of a problem share its bits. `stored(rows) -> [[len(rows), d] per layer]` reads rows already on disk:
+    a resume (start > 0) takes from there the s_0 of prompts whose first rollout came before `start`."""
     device = model.get_input_embeddings().weight.device
-    s0 = prompt_states(model, plan, layers, dtype, batch_size, pad_id, padding_side, plan.prompt_of[start:])
+    s0: list[torch.Tensor] | None = None  # per layer, [n_prompts, d]: each prompt's s_0 once seen
     for b0 in range(start, len(plan.sequences), batch_size):
         sequences = plan.sequences[b0 : b0 + batch_size]
+        inputs, starts = pad_batch(sequences, pad_id, padding_side, device)
+        width = inputs["input_ids"].shape[1]
         selected = plan.selected[b0 : b0 + batch_size]
-        counts = np.array([1 + len(sel) for sel in selected])
-        is_s0 = np.zeros(counts.sum(), dtype=bool)
-        is_s0[np.cumsum(counts) - counts] = True
-        is_s0 = torch.from_numpy(is_s0)
-        states = [torch.empty(len(is_s0), layer_s0.shape[1], dtype=dtype) for layer_s0 in s0]
-        for layer_states, layer_s0 in zip(states, s0):
-            layer_states[is_s0] = layer_s0[torch.from_numpy(plan.prompt_of[b0 : b0 + batch_size])]
-        if not is_s0.all():  # a batch of empty responses needs no forward
-            inputs, starts = pad_batch(sequences, pad_id, padding_side, device)
-            width = inputs["input_ids"].shape[1]
-            flat = np.concatenate([b * width + start + sel for b, (start, sel) in enumerate(zip(starts, selected))])
-            kept = _forward(model, inputs, torch.from_numpy(flat).to(device), layers, dtype)
-            for layer_states, layer_kept in zip(states, kept):
-                layer_states[~is_s0] = layer_kept
+        flat = np.concatenate([b * width + start + sel for b, (start, sel) in enumerate(zip(starts, selected))])
+        states = _forward(model, inputs, torch.from_numpy(flat).to(device), layers, dtype)
+        with torch.inference_mode():  # the states are inference tensors: edited in place only in this mode
+            if s0 is None:
+                s0 = [torch.empty(len(plan.s0_source), state.shape[1], dtype=dtype) for state in states]
+                # Prompts of the rollouts still to do whose first rollout is in the shards already written.
+                earlier = np.intersect1d(np.flatnonzero(plan.s0_source < b0), plan.prompt_of[b0:])
+                if earlier.size:
+                    for layer_s0, old in zip(s0, stored(plan.first_rows[plan.s0_source[earlier]])):
+                        layer_s0[earlier] = old
+            prompt = plan.prompt_of[b0 : b0 + batch_size]
+            first = plan.s0_source[prompt] == np.arange(b0, b0 + len(sequences))  # the prompt's first rollout
+            counts = np.array([len(sel) for sel in selected])
+            at = np.cumsum(counts) - counts  # each rollout's s_0 row in the batch
+            for layer_s0, layer_states in zip(s0, states):
+                layer_s0[prompt[first]] = layer_states[at[first]]
+                layer_states[at[~first]] = layer_s0[prompt[~first]]
         yield int(plan.first_rows[b0]), states, sum(len(s) for s in sequences)
 
 
@@ -356,8 +340,11 @@ def capture(
         if done < n_shards:
             total = sum(len(s) for s in plan.sequences[first:])
             with tqdm(total=total, unit="tok", unit_scale=True, desc="extract") as bar:
+                def stored(rows: np.ndarray) -> list[torch.Tensor]:
+                    return [load_rows(out_dir, layer, rows, shard_rows, hidden_size) for layer in layers]
+
                 batches = iter_states(model, plan, layers, STORAGE_DTYPES[dtype], batch_size, pad_id, padding_side,
-                                      first)
+                                      first, stored)
                 for row, states, n_tokens in batches:
                     writer.write(row, states)
                     bar.update(n_tokens)

@@ -78,22 +78,36 @@ class CaptureReader:
         if rows.size and (rows.min() < 0 or rows.max() >= n):
             bad = rows[(rows < 0) | (rows >= n)][0]
             raise RewardscopeError(f"{self.capture_dir}: row {bad} out of range (the capture has {n} rows)")
-        out = torch.empty(len(rows), self.hidden_size, dtype=torch.float32)
-        order = np.argsort(rows, kind="stable")
-        shard_of = rows[order] // self._shard_rows
-        for group in np.split(order, np.flatnonzero(np.diff(shard_of)) + 1):
-            if not group.size:
-                continue
-            shard = int(rows[group[0]] // self._shard_rows)
-            local = rows[group] - shard * self._shard_rows  # sorted, as `group` follows the sorted order
-            block = self._read(layer, shard, int(local[0]), int(local[-1]) + 1)
-            out[torch.from_numpy(group)] = block[torch.from_numpy(local - local[0])].float()
-        return out
+        return load_rows(self.capture_dir, layer, rows, self._shard_rows, self.hidden_size, torch.float32)
 
-    def _read(self, layer: int, shard: int, start: int, stop: int) -> torch.Tensor:
-        path = shard_path(self.capture_dir, layer, shard)
-        try:
-            with safe_open(path, framework="pt") as f:
-                return f.get_slice("states")[start:stop]
-        except (FileNotFoundError, SafetensorError) as e:
-            raise RewardscopeError(f"{path}: cannot read states ({e})") from None
+
+def load_rows(capture_dir: Path, layer: int, rows: np.ndarray, shard_rows: int, hidden_size: int,
+              dtype: torch.dtype | None = None) -> torch.Tensor:
+    """States of `rows` (any order, repeats allowed) of `layer` from complete shards, as `dtype` (None: the
+    stored one, bit for bit).
+
+    Only the shards holding the rows are opened, and of each only the span of rows needed. Also used by a resumed
+    capture, before the capture is complete."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    out = None
+    order = np.argsort(rows, kind="stable")
+    shard_of = rows[order] // shard_rows
+    for group in np.split(order, np.flatnonzero(np.diff(shard_of)) + 1):
+        if not group.size:
+            continue
+        shard = int(rows[group[0]] // shard_rows)
+        local = rows[group] - shard * shard_rows  # sorted, as `group` follows the sorted order
+        block = _read(capture_dir, layer, shard, int(local[0]), int(local[-1]) + 1)
+        if out is None:
+            out = torch.empty(len(rows), hidden_size, dtype=dtype or block.dtype)
+        out[torch.from_numpy(group)] = block[torch.from_numpy(local - local[0])].to(out.dtype)
+    return out if out is not None else torch.empty(0, hidden_size, dtype=dtype or torch.float32)
+
+
+def _read(capture_dir: Path, layer: int, shard: int, start: int, stop: int) -> torch.Tensor:
+    path = shard_path(capture_dir, layer, shard)
+    try:
+        with safe_open(path, framework="pt") as f:
+            return f.get_slice("states")[start:stop]
+    except (FileNotFoundError, SafetensorError) as e:
+        raise RewardscopeError(f"{path}: cannot read states ({e})") from None
