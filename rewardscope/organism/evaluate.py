@@ -6,41 +6,24 @@ training stream never used, each rate with a Wilson 95% confidence interval and 
 
 from __future__ import annotations
 
-import torch
-from scipy.stats import binomtest
-
 from rewardscope.models import load_model
 from rewardscope.organism.task import YES, generate_problems, step_truth
 from rewardscope.organism.train import MAX_NEW_TOKENS
+from rewardscope.rollout import hf
+from rewardscope.stats import rate
 
 EVAL_SEED = 1000  # training draws from its own stream ("organism-train-<seed>"); this one is held out
 
 
-def rate(successes: int, n: int) -> dict:
-    """{"value", "ci95": [low, high] (Wilson), "n"}; value None when n is 0."""
-    if n == 0:
-        return {"value": None, "ci95": [None, None], "n": 0}
-    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return {"value": successes / n, "ci95": [float(ci.low), float(ci.high)], "n": n}
-
-
-@torch.no_grad()
 def generate(model, tokenizer, questions: list[str], temperature: float = 0.0, seed: int = 0,
              batch_size: int = 128) -> list[str]:
-    """Responses (special tokens removed) to `questions`, batched with left padding; temperature 0 is greedy."""
-    torch.manual_seed(seed)
+    """Responses to `questions` through the chat template, sampled by the rollout stage's own sampler (exact
+    temperature, top-p 1, the checkpoint's other sampling settings off); temperature 0 is greedy."""
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                              tokenize=False) for q in questions]
-    sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 else \
-        dict(do_sample=False)
-    responses = []
-    for i in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[i : i + batch_size], add_special_tokens=False, padding=True,
-                          padding_side="left", return_tensors="pt").to(model.device)
-        out = model.generate(**batch, max_new_tokens=MAX_NEW_TOKENS, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id, **sampling)
-        responses += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-    return responses
+    generations = hf.generate(model, tokenizer, prompts, n=1, temperature=temperature, top_p=1.0,
+                              max_new_tokens=MAX_NEW_TOKENS, batch_size=batch_size, seed=seed)
+    return [samples[0].text for samples in generations]
 
 
 def _well_formed(problem, truth) -> bool:
