@@ -307,7 +307,8 @@ def _check(tp: Any, value: Any, key: str) -> Any:
                 return _check(option, value, key)
             except RewardscopeError:
                 pass
-        raise RewardscopeError(f"{key}: {str(value)!r} is not {_type_name(tp)}")
+        hint = ": quote it in YAML" if str in args and isinstance(value, (int, float, bool)) else ""
+        raise RewardscopeError(f"{key}: {str(value) if typed else value!r} is not {_type_name(tp)}{hint}")
     if tp is type(None):
         if value is None:
             return None

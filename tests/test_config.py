@@ -103,6 +103,9 @@ def test_a_yaml_file_float_that_pyyaml_reads_as_a_string(tmp_path):
     path.write_text("name: 2024\n")  # a number where a string belongs: quoting it is the fix
     with pytest.raises(RewardscopeError, match=r"r.yaml: name: expected str, got 2024 \(int\): quote it"):
         load_recipe(path)
+    path.write_text("model:\n  revision: 0123\n")  # YAML 1.1: the octal number 83, never silently "83"
+    with pytest.raises(RewardscopeError, match=r"model.revision: 83 is not str or null: quote it in YAML"):
+        load_recipe(path)
     path.write_text("rollout:\n  n: '8'\n")  # quoted in YAML means a string: not silently an int
     with pytest.raises(RewardscopeError, match="rollout.n: expected int"):
         load_recipe(path)
