@@ -32,6 +32,7 @@ from rewardscope.io import read_json, read_parquet, write_json, write_parquet
 from rewardscope.models import context_length, load_from_config, model_fingerprint
 from rewardscope.rollout import hf, vllm_backend
 from rewardscope.rollout.steps import step_ends
+from rewardscope.stats import wilson_interval  # noqa: F401 (re-exported: tests and callers import it here)
 
 SCHEMA = pa.schema([
     ("rollout_id", pa.int64()),
@@ -214,13 +215,6 @@ def _shard(recipe: Recipe, problems: list, prompts: list[str], first_index: int,
                            reward_reason=verdict.reason)
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     return table.replace_schema_metadata({ELAPSED_KEY: f"{time.perf_counter() - started:.3f}"})
-
-
-def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion p observed over n units."""
-    center = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def summarize(path: Path) -> dict:
