@@ -2,13 +2,16 @@
 
 Layer L is the output of decoder block L (0-based), i.e. Hugging Face's `hidden_states[L + 1]`; for the last
 block that is the state *before* the final norm (HF's own last entry is after it). Everything goes through one
-context manager, `residual_hooks`: its functions read a block's output (capture) or return a replacement
-(ablation: zero or mean-fill some dims), and its hooks are removed when the block exits, even if it raised.
+context manager, `residual_hooks`: its functions `fn(hidden, hook)` read a block's output (capture) or return a
+replacement (ablation: zero or mean-fill some dims), and its hooks are removed when the block exits, even if it
+raised. `hook` is a `HookPoint`: the layer, and the absolute positions of the tokens in the current forward (a
+prompt forward, or one KV-cached decode step of `generate`), so an intervention can act on generated tokens only.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
 
 import torch
@@ -23,7 +26,28 @@ LAYER_PATHS = {
     "gpt_neox.layers": "GPT-NeoX, Pythia",
 }
 
-HiddenFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """Where a hook function is called: decoder block `layer`, in a forward over `positions`.
+
+    positions [seq]: absolute positions (in the padded batch) of this forward's tokens: 0..T-1 for a prompt or
+    teacher-forced forward, past_length.. for a KV-cached step. prompt_width: the width of the last forward that
+    started at position 0 (in `generate`, the padded prompt), so `generated` marks the tokens sampled so far.
+    """
+
+    layer: int
+    positions: torch.Tensor
+    prompt_width: int
+
+    @property
+    def generated(self) -> torch.Tensor:
+        """[seq] bool: which of this forward's tokens are generated (not part of the prompt)."""
+        return self.positions >= self.prompt_width
+
+
+HiddenFn = Callable[[torch.Tensor, HookPoint], "torch.Tensor | None"]
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -69,9 +93,11 @@ class _StopForward(Exception):
 
 @contextmanager
 def residual_hooks(model: nn.Module, fns: dict[int, HiddenFn], stop_after: int | None = None) -> Iterator[None]:
-    """During the body, call `fns[L](hidden)` on the output [batch, seq, d] of decoder block L at every forward.
+    """During the body, call `fns[L](hidden, hook)` on the output [batch, seq, d] of decoder block L at every
+    forward of `model` (the *ForCausalLM model that is called, or that `generate` runs).
 
     A function returning a tensor replaces the block's output (ablation); returning None leaves it as it is.
+    Several `residual_hooks` on one block compose: each function sees the output the previous one returned.
     `stop_after=L` ends the forward right after block L: later blocks, the final norm and the LM head never run
     (saving their time and the logits' memory). The model call then returns nothing and the `with` body ends
     there, so it must be the body's last statement.
@@ -80,10 +106,12 @@ def residual_hooks(model: nn.Module, fns: dict[int, HiddenFn], stop_after: int |
     named = [*fns, *([stop_after] if stop_after is not None else [])]
     if named:
         resolve_layers(named, len(blocks))  # refuse a bad index before registering anything
+    where = _Positions()
     handles = []
     try:
+        handles.append(model.register_forward_pre_hook(where.track, with_kwargs=True))
         for layer, fn in fns.items():
-            handles.append(blocks[layer].register_forward_hook(_output_hook(fn)))
+            handles.append(blocks[layer].register_forward_hook(_output_hook(fn, layer, where)))
         if stop_after is not None:  # registered last, so the functions of that block run first
             handles.append(blocks[stop_after].register_forward_hook(_stop))
         yield
@@ -94,11 +122,35 @@ def residual_hooks(model: nn.Module, fns: dict[int, HiddenFn], stop_after: int |
             handle.remove()
 
 
-def _output_hook(fn: HiddenFn):
+class _Positions:
+    """Tracks the positions of the current forward of the model (a pre-hook on its forward)."""
+
+    def __init__(self):
+        self.positions: torch.Tensor | None = None
+        self.prompt_width = 0
+
+    def track(self, module, args, kwargs) -> None:
+        tokens = kwargs.get("input_ids", args[0] if args else None)
+        if tokens is None:
+            tokens = kwargs["inputs_embeds"]
+        # The KV cache: `cache` in transformers >= 5.2x, `past_key_values` before (and in some models).
+        past = next((kwargs[k] for k in ("cache", "past_key_values") if kwargs.get(k) is not None), None)
+        start = past.get_seq_length() if hasattr(past, "get_seq_length") else 0
+        self.positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+        if start == 0:
+            self.prompt_width = tokens.shape[1]
+
+    def point(self, layer: int) -> HookPoint:
+        if self.positions is None:
+            raise RuntimeError("residual_hooks: a decoder block ran outside a forward of the hooked model")
+        return HookPoint(layer, self.positions, self.prompt_width)
+
+
+def _output_hook(fn: HiddenFn, layer: int, where: _Positions):
     def hook(module, args, output):
         # Decoder blocks return a tensor in recent transformers, a tuple (hidden, ...) in older ones.
         is_tuple = isinstance(output, tuple)
-        new = fn(output[0] if is_tuple else output)
+        new = fn(output[0] if is_tuple else output, where.point(layer))
         if new is None:
             return None
         return (new, *output[1:]) if is_tuple else new

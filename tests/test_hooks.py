@@ -23,7 +23,7 @@ def ids(tokenizer, text: str = "<bos>What is 3+4?>7") -> torch.Tensor:
 
 
 def hook_count(model) -> int:
-    return sum(len(block._forward_hooks) for block in decoder_layers(model))
+    return sum(len(block._forward_hooks) for block in decoder_layers(model)) + len(model._forward_pre_hooks)
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
@@ -58,18 +58,22 @@ def test_resolve_layers():
         resolve_layers([], 3)
 
 
+def zero(hidden, hook):
+    return torch.zeros_like(hidden)
+
+
 def test_reads_and_replaces_block_outputs(llama, char_tokenizer):
     x = ids(char_tokenizer)
     with torch.no_grad():
         reference = llama(x, output_hidden_states=True)
         seen = {}
-        with residual_hooks(llama, {0: lambda h: seen.setdefault(0, h.clone()), 1: lambda h: seen.setdefault(1, h)}):
+        with residual_hooks(llama, {0: lambda h, hook: seen.setdefault(0, h.clone()), 1: lambda h, hook: seen.setdefault(1, h)}):
             logits = llama(x).logits
         torch.testing.assert_close(logits, reference.logits, rtol=0, atol=0)  # reading changes nothing
         for layer in (0, 1):
             torch.testing.assert_close(seen[layer], reference.hidden_states[layer + 1], rtol=0, atol=0)
 
-        with residual_hooks(llama, {0: torch.zeros_like}):  # an ablation: block 0's output zeroed
+        with residual_hooks(llama, {0: zero}):  # an ablation: block 0's output zeroed
             ablated = llama(x).logits
         assert not torch.allclose(ablated, reference.logits)
         torch.testing.assert_close(llama(x).logits, reference.logits, rtol=0, atol=0)  # and gone afterwards
@@ -78,12 +82,12 @@ def test_reads_and_replaces_block_outputs(llama, char_tokenizer):
 def test_hooks_are_removed_when_the_body_raises(llama, char_tokenizer):
     before = hook_count(llama)
     with pytest.raises(ValueError, match="boom"):
-        with residual_hooks(llama, {0: torch.zeros_like, 2: lambda h: None}, stop_after=2):
-            assert hook_count(llama) == before + 3
+        with residual_hooks(llama, {0: zero, 2: lambda h, hook: None}, stop_after=2):
+            assert hook_count(llama) == before + 4  # + the position tracker
             raise ValueError("boom")
     assert hook_count(llama) == before
     with pytest.raises(RewardscopeError, match="layer 5 is out of range"):  # a bad index registers nothing
-        with residual_hooks(llama, {0: torch.zeros_like, 5: torch.zeros_like}):
+        with residual_hooks(llama, {0: zero, 5: zero}):
             pass
     assert hook_count(llama) == before
 
@@ -95,7 +99,7 @@ def test_stop_after_skips_the_rest_of_the_model(llama, char_tokenizer):
                llama.lm_head.register_forward_hook(lambda *a: calls.append("lm_head"))]
     try:
         seen, after = {}, []
-        with torch.no_grad(), residual_hooks(llama, {1: lambda h: seen.setdefault(1, h)}, stop_after=1):
+        with torch.no_grad(), residual_hooks(llama, {1: lambda h, hook: seen.setdefault(1, h)}, stop_after=1):
             llama(ids(char_tokenizer))
             after.append("ran")
     finally:
@@ -135,10 +139,61 @@ def test_tuple_returning_blocks():
     blocks = model.model.layers
     expected_1 = blocks[1](blocks[0](x)[0])[0]
     seen = {}
-    with torch.no_grad(), residual_hooks(model, {1: lambda h: seen.setdefault(1, h)}):
+    with torch.no_grad(), residual_hooks(model, {1: lambda h, hook: seen.setdefault(1, h)}):
         plain = model(x)
     torch.testing.assert_close(seen[1], expected_1)
-    with torch.no_grad(), residual_hooks(model, {1: torch.zeros_like}):
+    with torch.no_grad(), residual_hooks(model, {1: zero}):
         replaced = model(x)
     torch.testing.assert_close(replaced, blocks[2](torch.zeros_like(x))[0])
     assert not torch.allclose(replaced, plain)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_hooks_inside_kv_cached_generate_see_their_layer_and_positions(arch, char_tokenizer):
+    from rewardscope.rollout import hf
+
+    model = tiny_model(arch, char_tokenizer)
+    prompts = ["<bos>S1;2+3>", "<bos>S4;1*9;2+4>"]  # different lengths: left padding
+    width = max(len(char_tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    seen = []
+
+    def record(hidden, hook):
+        seen.append((hook.layer, hook.positions.tolist(), hook.generated.tolist(), hidden.shape[1]))
+
+    new_tokens = 4
+    out = hf.generate(model, char_tokenizer, prompts, temperature=0, max_new_tokens=new_tokens,
+                      hooks={1: record, 2: record})
+    before = hook_count(model)
+    layer_1 = [s for s in seen if s[0] == 1]
+    assert [s[0] for s in seen] == [1, 2] * len(layer_1)  # both blocks, at every forward
+    assert layer_1[0][1] == list(range(width)) and not any(layer_1[0][2])  # the prompt forward
+    steps = layer_1[1:]
+    assert len(steps) == max(len(g[0].response_ids) for g in out) - 1  # one forward per token after the first
+    for t, (_, positions, generated, seq) in enumerate(steps):
+        assert positions == [width + t] and generated == [True] and seq == 1  # one cached step at a time
+    assert hook_count(model) == before  # generate's hooks are gone
+    plain = hf.generate(model, char_tokenizer, prompts, temperature=0, max_new_tokens=new_tokens)
+    assert [g[0].response_ids for g in plain] == [g[0].response_ids for g in out]  # reading changes nothing
+
+
+def test_two_hooks_on_one_block_compose_in_order(llama, char_tokenizer):
+    x = ids(char_tokenizer)
+    with torch.no_grad():
+        with residual_hooks(llama, {1: lambda h, hook: h + 1.0}), residual_hooks(llama, {1: lambda h, hook: h * 2}):
+            both = llama(x, output_hidden_states=True).hidden_states[2]
+        with residual_hooks(llama, {1: lambda h, hook: (h + 1.0) * 2}):
+            by_hand = llama(x, output_hidden_states=True).hidden_states[2]
+    torch.testing.assert_close(both, by_hand, rtol=0, atol=0)
+
+
+def test_a_hook_acting_on_generated_tokens_leaves_the_prompt_states_untouched(llama, char_tokenizer):
+    x = ids(char_tokenizer)
+
+    def zero_generated(hidden, hook):
+        return torch.where(hook.generated[None, :, None], torch.zeros_like(hidden), hidden)
+
+    with torch.no_grad():
+        reference = llama(x, output_hidden_states=True).hidden_states[1]
+        with residual_hooks(llama, {0: zero_generated}):
+            states = llama(x, output_hidden_states=True).hidden_states[1]
+    torch.testing.assert_close(states, reference, rtol=0, atol=0)  # a lone forward is all prompt

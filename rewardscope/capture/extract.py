@@ -216,7 +216,7 @@ def _forward(model, inputs: dict, flat: torch.Tensor, layers: list[int], dtype: 
     peaks: dict[int, torch.Tensor] = {}
 
     def keep(layer: int):
-        def fn(hidden: torch.Tensor) -> None:
+        def fn(hidden: torch.Tensor, hook) -> None:
             # Gather the wanted positions at once: the full [batch, seq, d] output is never held.
             rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, flat.to(hidden.device))
             kept[layer], peaks[layer] = rows.to(dtype), rows.abs().amax().float()  # no sync mid-forward

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from rewardscope.errors import RewardscopeError
+from rewardscope.hooks import residual_hooks
 
 # Values that switch off every other logits processor a checkpoint's generation_config may turn on.
 _NEUTRAL = dict(num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0)
@@ -79,12 +80,15 @@ def generate(
     max_new_tokens: int = 256,
     batch_size: int = 32,
     seed: int | None = None,
+    hooks: dict | None = None,
 ) -> list[list[Generation]]:
     """n Generations per prompt, in prompt order. temperature 0 is greedy decoding.
 
     Prompts are tokenized without special tokens (a chat template already holds them). The n copies of all
     prompts are generated longest first in batches of `batch_size` sequences. With a seed the draws are
     reproducible for the same prompts, batch size and hardware (the caller's global RNG is left untouched).
+    `hooks` ({layer: fn(hidden, hook)}, rewardscope.hooks.residual_hooks) run inside every forward of `generate`
+    (the prompt and each KV-cached step): interventions during sampling.
     """
     check_sampling(n, temperature, top_p, max_new_tokens)
     if batch_size < 1:
@@ -122,7 +126,7 @@ def generate(
                 ids = prompt_ids[i]
                 input_ids[row, width - len(ids) :] = torch.tensor(ids)
                 attention_mask[row, width - len(ids) :] = 1
-            with torch.inference_mode():
+            with torch.inference_mode(), residual_hooks(model, hooks or {}):
                 out = model.generate(
                     input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **options
                 )
