@@ -51,8 +51,14 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def resolve_model_path(name: str) -> str:
-    """'demo' -> the organism inside the package; anything else is passed to from_pretrained unchanged."""
+def resolve_model_path(name: str, gguf_file: str | None = None, revision: str | None = None) -> str:
+    """'demo' -> the organism inside the package; a GGUF source (`gguf_file`, or a named packaged model such as
+    "smollm2-135m-instruct") -> its dequantized safetensors copy, converted on first use (rewardscope.gguf);
+    anything else is passed to from_pretrained unchanged."""
+    from rewardscope import gguf
+
+    if gguf.is_gguf_source(name, gguf_file):
+        return str(gguf.converted(name, gguf_file, revision))
     if name == "demo":
         if not (DEMO_MODEL_DIR / "config.json").exists():
             raise RewardscopeError(
@@ -67,15 +73,20 @@ _FULL_HASH_BYTES = 64 << 20  # weight files up to this size are hashed whole; la
 _SAMPLE_BYTES = 1 << 20
 
 
-def model_fingerprint(name: str, revision: str | None = None) -> str | None:
+def model_fingerprint(name: str, revision: str | None = None, gguf_file: str | None = None) -> str | None:
     """A short identity of the weights `name` loads, so that a run directory refuses to mix two models.
 
     A recipe names a model, not its weights: a local folder retrained in place, or a hub branch that moved, keeps
     its name. Local folders (and "demo"): sha256 over config.json and each weight file's name, size and bytes
     (whole up to 64 MiB; beyond, 1 MiB at the start, middle and end: retrained or replaced weights change them,
     and a 28 GB checkpoint is not read in full). Hub ids: "hub:<commit>" of the cached snapshot for `revision`,
-    or None when nothing is cached yet (then nothing can be compared).
+    or None when nothing is cached yet (then nothing can be compared). GGUF sources: "gguf:<sha256[:16]>" of the
+    GGUF file (its dequantized copy is derived from it).
     """
+    from rewardscope import gguf
+
+    if gguf.is_gguf_source(name, gguf_file):
+        return gguf.fingerprint(name, gguf_file, revision)
     path = Path(resolve_model_path(name))
     if path.is_dir():
         digest = hashlib.sha256()
@@ -123,10 +134,15 @@ def context_length(model) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
-def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False):
+def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False,
+                   gguf_file: str | None = None):
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(name)
+    from rewardscope import gguf
+
+    path = resolve_model_path(name, gguf_file, revision)
+    if gguf.is_gguf_source(name, gguf_file):
+        revision = None  # `path` is the converted copy, a local folder
     try:
         tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as e:
@@ -146,28 +162,39 @@ def load_model(
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
     threads: int | None = None,
+    gguf_file: str | None = None,
 ):
-    """(model, tokenizer) in eval mode on `device`, from a hub id, a local folder or "demo".
+    """(model, tokenizer) in eval mode on `device`, from a hub id, a local folder, "demo", a GGUF file
+    (`gguf_file`) or a named packaged model (rewardscope.gguf.NAMED_MODELS), GGUF dequantized to `dtype`.
 
     On CPU, `threads` sets torch's (process-wide) thread count; None picks 1 for tiny models (see ModelConfig)."""
+    import time
+
     from transformers import AutoModelForCausalLM
 
+    from rewardscope import gguf
+
     dev = resolve_device(device)
-    path = resolve_model_path(name)
-    kwargs = dict(revision=revision, dtype=resolve_dtype(dtype, dev), trust_remote_code=trust_remote_code)
+    path = resolve_model_path(name, gguf_file, revision)
+    from_gguf = gguf.is_gguf_source(name, gguf_file)  # then `path` is the converted copy: a local folder
+    kwargs = dict(revision=None if from_gguf else revision, dtype=resolve_dtype(dtype, dev),
+                  trust_remote_code=trust_remote_code)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    start = time.perf_counter()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as e:
         raise RewardscopeError(f"cannot load model {name!r}: {e}") from None
+    if from_gguf:
+        gguf.record_load(path, time.perf_counter() - start, str(kwargs["dtype"]).removeprefix("torch."))
     model.to(dev).eval()
     if dev.type == "cpu":
         if threads is None and getattr(model.config.get_text_config(), "hidden_size", 1 << 30) <= TINY_HIDDEN:
             threads = 1
         if threads is not None:
             torch.set_num_threads(threads)
-    tok = load_tokenizer(name, revision=revision, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(name, revision=revision, trust_remote_code=trust_remote_code, gguf_file=gguf_file)
     return model, tok
 
 
