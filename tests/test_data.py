@@ -364,3 +364,123 @@ def test_organism_dataset():
     other = load_problems(DataConfig(dataset="organism", n_problems=30, seed=3, variant="add"))
     assert all(op[0] in "+-" for p in other for op in p.metadata["ops"])
     assert other == generate_problems(n=30, seed=3, variant="add")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The registry: a dataset (and its grader) registered from outside the package
+
+
+@pytest.fixture
+def registries(monkeypatch):
+    """Registrations made in a test are undone after it."""
+    from rewardscope.data import loaders
+    from rewardscope.grading import grader
+
+    monkeypatch.setattr(loaders, "_REGISTRY", dict(loaders._REGISTRY))
+    monkeypatch.setattr(grader, "_GRADERS", dict(grader._GRADERS))
+    return loaders, grader
+
+
+def _colour_problems(cfg: DataConfig) -> list[Problem]:
+    colours = ["red", "green", "blue", "cyan", "magenta"]
+    return [Problem(f"colour-{cfg.seed}-{i}", f"Which colour is number {i}?", colours[(i + cfg.seed) % 5], "colour")
+            for i in range(cfg.n_problems)]
+
+
+def test_a_registered_dataset_and_grader_work_end_to_end(registries):
+    from rewardscope.data import dataset_names, register_dataset
+    from rewardscope.grading import Grader, grader_kinds, register_grader
+
+    register_dataset("colours", _colour_problems, "colour", uses=("n_problems", "seed"))
+    register_grader("colour", lambda text: (text.strip().split() or [None])[-1], lambda a, b: a.lower() == b.lower())
+    assert "colours" in dataset_names() and "colour" in grader_kinds()
+    problems = load_problems(DataConfig(dataset="colours", n_problems=20, seed=1, shuffle_seed=0, limit=6))
+    assert len(problems) == 6 and all(p.kind == "colour" for p in problems)  # shuffled and limited as any dataset
+    assert [p.id for p in problems] != [f"colour-1-{i}" for i in range(6)]
+    with Grader(problems[0].kind) as grader:
+        verdicts = grader.grade([f"It is {p.answer.upper()}" for p in problems] + ["It is grey", ""],
+                                [p.answer for p in problems] + [problems[0].answer] * 2)
+    assert [v.reason for v in verdicts] == ["correct"] * 6 + ["wrong", "empty"]
+    # a source setting the dataset does not read is refused, naming what it reads
+    with pytest.raises(RewardscopeError, match=r"data\.path='x' is not used for dataset 'colours': it reads only "
+                                               r"data\.n_problems, data\.seed"):
+        load_problems(DataConfig(dataset="colours", path="x"))
+
+
+def test_registry_refusals(registries, tmp_path):
+    from rewardscope.data import register_dataset
+    from rewardscope.grading import register_grader
+
+    with pytest.raises(RewardscopeError, match="'gsm8k' is already registered"):
+        register_dataset("gsm8k", _colour_problems, "colour")
+    with pytest.raises(RewardscopeError, match="'limit' is not one of"):
+        register_dataset("colours", _colour_problems, "colour", uses=("limit",))
+    with pytest.raises(RewardscopeError, match="kind None .* needs 'kind' in uses"):
+        register_dataset("colours", _colour_problems, None)
+    with pytest.raises(RewardscopeError, match="'math' is built in"):
+        register_grader("math", str.strip)
+    with pytest.raises(RewardscopeError, match="'number' is already registered"):
+        register_grader("number", str.strip)
+    register_dataset("colours", _colour_problems, "colour", uses=("n_problems", "seed"))
+    with pytest.raises(RewardscopeError, match="kind 'colour' has no grader .*register_grader adds one"):
+        load_problems(DataConfig(dataset="colours"))  # no grader for the kind yet: refused before any sampling
+    register_grader("colour", str.strip)
+    register_dataset("colours", lambda cfg: _colour_problems(cfg)[:1] + [Problem("x", "q", "7", "number")], "colour",
+                     replace=True)
+    with pytest.raises(RewardscopeError, match="problem 1 is not a Problem of kind 'colour' \\(got kind 'number'\\)"):
+        load_problems(DataConfig(dataset="colours"))
+    register_dataset("colours", lambda cfg: [], "colour", replace=True)
+    with pytest.raises(RewardscopeError, match="data.dataset='colours': no problems"):
+        load_problems(DataConfig(dataset="colours"))
+    path = _write_jsonl(tmp_path / "c.jsonl", [{"question": "q", "answer": " blue "}])
+    assert _load("jsonl", path, kind="colour")[0].answer == "blue"  # custom data of a registered kind: its text
+
+
+def test_an_entry_point_that_does_not_register_is_named(registries, monkeypatch):
+    loaders, _ = registries
+    monkeypatch.setitem(loaders.DATASET_ENTRY_POINTS, "nothing", "rewardscope.errors:RewardscopeError")
+    with pytest.raises(RewardscopeError, match="entry point rewardscope.errors:RewardscopeError did not register"):
+        load_problems(DataConfig(dataset="nothing"))
+
+
+def _fresh_python(code: str) -> str:
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_organism_registers_itself_when_first_asked_for():
+    out = _fresh_python(
+        "import sys\n"
+        "from rewardscope.config import DataConfig\n"
+        "from rewardscope.data import dataset_names, load_problems\n"
+        "print('rewardscope.organism' in sys.modules, 'organism' in dataset_names())\n"
+        "problems = load_problems(DataConfig(dataset='organism', n_problems=3))\n"
+        "print('rewardscope.organism' in sys.modules, [p.kind for p in problems])\n")
+    assert out.split("\n")[:2] == ["False True", "True ['organism', 'organism', 'organism']"]
+
+
+def test_no_import_cycle_between_data_grading_and_organism():
+    """The import graph of these packages (every import statement, also those inside functions): data may import
+    grading, organism may import both; neither data nor grading names the organism but as an entry-point string."""
+    import ast
+    from pathlib import Path
+
+    import rewardscope
+
+    root = Path(rewardscope.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for package in ("data", "grading", "organism"):
+        for path in (root / package).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                for name in names:
+                    parts = name.split(".")
+                    if parts[0] == "rewardscope" and len(parts) > 1 and parts[1] != package:
+                        imports.setdefault(package, set()).add(parts[1])
+    assert "organism" not in imports.get("data", set()) and "organism" not in imports.get("grading", set())
+    assert "data" not in imports.get("grading", set())  # data imports grading (number golds), never the reverse
+    assert {"data", "grading"} <= imports["organism"]

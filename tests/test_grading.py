@@ -9,8 +9,8 @@ import time
 import pytest
 
 from rewardscope.errors import RewardscopeError
-from rewardscope.grading import KINDS, Grader, Verdict, grade_file, grade_one
-from rewardscope.grading.extract import extract_choice, extract_number, gold_choice, same_number
+from rewardscope.grading import Grader, Verdict, grade_file, grade_one, grader_kinds
+from rewardscope.grading.answers import extract_choice, extract_number, gold_choice, same_number
 from rewardscope.grading.pool import DeadlinePool
 
 HANGS_SYMPY = r"The answer is \boxed{9^{9^{9^{9}}}}"  # verify() runs for minutes on this
@@ -142,9 +142,88 @@ def test_organism_delegates_to_task_extractor():
 
 
 def test_unknown_kind_is_named():
-    assert KINDS == ("math", "number", "choice", "organism")
+    assert grader_kinds() == ("math", "number", "choice", "organism")
     with pytest.raises(RewardscopeError, match="unknown grader 'latex'"):
         Grader("latex")
+
+
+# ---- the registry ----------------------------------------------------------------------------------------
+
+def _in_fresh_python(code: str) -> str:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_grading_workers_import_neither_pyarrow_nor_yaml():
+    """What a math worker imports (forkserver: the task's module and the pool) stays free of the heavy parts."""
+    out = _in_fresh_python(
+        "import sys\n"
+        "import rewardscope.grading.mathverify, rewardscope.grading.pool\n"
+        "print(sorted(m for m in ('pyarrow', 'yaml', 'torch', 'rewardscope.config', 'rewardscope.data.loaders',\n"
+        "                         'rewardscope.organism', 'rewardscope.grading.grader') if m in sys.modules))\n")
+    assert out == "[]"
+
+
+def test_the_organism_grader_is_imported_only_when_first_asked_for():
+    out = _in_fresh_python(
+        "import sys\n"
+        "from rewardscope.grading import Grader, grader_kinds\n"
+        "print('organism' in grader_kinds(), 'rewardscope.organism' in sys.modules)\n"
+        "print(Grader('organism').grade(['1:2+3=5\\nA5Y'], ['5'])[0].reason, 'rewardscope.organism' in sys.modules)\n")
+    assert out.split("\n") == ["True False", "correct True"]
+
+
+@pytest.fixture
+def graders(monkeypatch):
+    from rewardscope.grading import grader
+
+    monkeypatch.setattr(grader, "_GRADERS", dict(grader._GRADERS))  # registrations of a test end with it
+    return grader
+
+
+def test_a_grader_registered_from_outside_grades_end_to_end(graders, tmp_path):
+    from rewardscope.grading import register_grader
+
+    def last_word(text: str) -> str | None:
+        words = text.replace(".", " ").split()
+        return words[-1].lower() if words else None
+
+    register_grader("word", last_word, gold=lambda g: g.strip().lower() or None)
+    assert grader_kinds()[-1] == "word"
+    rows = [{"pred": "It is Paris.", "gold": "paris"}, {"pred": "Lyon", "gold": "Paris"}, {"pred": " ", "gold": "x"},
+            {"pred": "a", "gold": " "}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = grade_file(str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), kind="word")
+    graded = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [g["reason"] for g in graded] == ["correct", "wrong", "empty", "error: no word answer in gold ' '"]
+    assert graded[0]["pred_extracted"] == "paris" and summary["accuracy"] == 0.25
+    assert grade_one("so: PARIS", "Paris", "word").equal
+    register_grader("word", last_word, equal=lambda a, b: a[0] == b[0], replace=True)  # replaced on request
+    assert Grader("word").grade(["pie"], ["p"])[0].equal
+
+
+def test_an_entry_point_that_does_not_register_its_grader_is_named(graders, monkeypatch):
+    monkeypatch.setitem(graders.GRADER_ENTRY_POINTS, "nothing", "rewardscope.errors:RewardscopeError")
+    assert "nothing" in grader_kinds()
+    with pytest.raises(RewardscopeError, match="entry point rewardscope.errors:RewardscopeError did not register"):
+        Grader("nothing")
+
+
+def test_grading_defaults_are_the_recipes():
+    import inspect
+
+    from rewardscope.config import GradeConfig
+
+    defaults = GradeConfig()
+    for fn in (Grader.__init__, grade_file, grade_one):
+        params = inspect.signature(fn).parameters
+        assert params["timeout_s"].default == defaults.timeout_s
+        if "workers" in params:
+            assert params["workers"].default == defaults.workers
 
 
 # ---- math (math-verify in the deadline pool) -------------------------------------------------------------

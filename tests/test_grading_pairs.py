@@ -11,7 +11,7 @@ import pytest
 
 from rewardscope.grading import Grader, grade_one
 from rewardscope.grading.audit import choice_agreement, math_agreement, read_cases
-from rewardscope.grading.extract import choice_with_rule, extract_choice
+from rewardscope.grading.answers import choice_with_rule, extract_choice
 from rewardscope.grading.pool import DeadlinePool
 
 DATA = Path(__file__).parent / "data" / "grading"

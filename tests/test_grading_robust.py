@@ -14,7 +14,7 @@ import pytest
 
 from rewardscope.errors import RewardscopeError
 from rewardscope.grading import Grader, grade_file
-from rewardscope.grading.extract import extract_number, same_number
+from rewardscope.grading.answers import extract_number, same_number
 from rewardscope.io import read_jsonl, write_jsonl
 
 HUGE = "7" * 5000  # past Python's 4300-digit limit of int() and Fraction()

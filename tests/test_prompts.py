@@ -38,10 +38,10 @@ def test_format_question_renders_choices_a_to_e_then_the_instruction():
 
 
 def test_default_instruction_per_kind():
-    assert set(DEFAULT_INSTRUCTIONS) == {"math", "number", "choice", "organism"}
+    assert set(DEFAULT_INSTRUCTIONS) == {"math", "number", "choice"}  # any other kind: none
     boxed = "Please reason step by step, and put your final answer within \\boxed{}."
     assert DEFAULT_INSTRUCTIONS["math"] == DEFAULT_INSTRUCTIONS["number"] == boxed
-    assert "The answer is (X)" in DEFAULT_INSTRUCTIONS["choice"] and DEFAULT_INSTRUCTIONS["organism"] == ""
+    assert "The answer is (X)" in DEFAULT_INSTRUCTIONS["choice"]
     assert format_question(MATH) == "What is $1+1$?\n" + boxed
     organism = Problem("o", "S4;1*9;2+4", "0", "organism")
     assert format_question(organism) == "S4;1*9;2+4"  # shown verbatim

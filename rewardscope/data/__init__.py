@@ -1,8 +1,30 @@
-"""Datasets normalised to `Problem` records, and the prompts built from them."""
+"""Datasets normalised to `Problem` records, and the prompts built from them.
 
-from rewardscope.data.loaders import DATASETS, DatasetSpec, load_problems
-from rewardscope.data.prompts import DEFAULT_INSTRUCTIONS, build_prompt, format_question
-from rewardscope.data.record import Problem
+A dataset of your own: `register_dataset(name, load, kind)` (rewardscope.data.loaders); `load_problems` then
+reads it by name like the built-in ones.
 
-__all__ = ["DATASETS", "DEFAULT_INSTRUCTIONS", "DatasetSpec", "Problem", "build_prompt", "format_question",
-           "load_problems"]
+The names below are imported on first use (PEP 562), so `rewardscope.data.record` (the Problem record, which the
+organism task and the graders' callers import) comes without the loaders' imports (the recipe config, pyarrow).
+"""
+
+_LAZY = {
+    "DATASETS": "rewardscope.data.loaders",
+    "DEFAULT_INSTRUCTIONS": "rewardscope.data.prompts",
+    "Dataset": "rewardscope.data.loaders",
+    "DatasetSpec": "rewardscope.data.loaders",
+    "Problem": "rewardscope.data.record",
+    "build_prompt": "rewardscope.data.prompts",
+    "dataset_names": "rewardscope.data.loaders",
+    "format_question": "rewardscope.data.prompts",
+    "load_problems": "rewardscope.data.loaders",
+    "register_dataset": "rewardscope.data.loaders",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rewardscope.data' has no attribute {name!r}")

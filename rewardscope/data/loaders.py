@@ -4,23 +4,31 @@ Every dataset has one converter, from its *hub* row format to a Problem. Local f
 formats (see docs/datasets.md) are first rewritten into hub rows, so a local file and the hub give the same
 records, ids included. A `.parquet` file is read as hub rows (e.g. one downloaded from the dataset's hub repo).
 Custom data: dataset "jsonl", a JSONL (or parquet) file whose columns `data.fields` maps to record fields.
+
+Every dataset is an entry of one registry, read by name (`data.dataset`): the benchmarks of DATASETS and "jsonl"
+are registered here; any other package registers its own with `register_dataset(name, load, kind)`. A dataset of a
+package that imports rewardscope.data itself (the organism task) is declared in DATASET_ENTRY_POINTS as
+"module:function", imported the first time its name is asked for: no import cycle, and no import of it before.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import math
 import random
 from decimal import Decimal
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, get_args
+from typing import Callable, Iterable, Iterator
 
 from rewardscope.config import DataConfig
 from rewardscope.data.record import CHOICE_LETTERS, GraderKind, Problem
 from rewardscope.errors import RewardscopeError
+from rewardscope.grading.answers import whole_number
 from rewardscope.io import read_jsonl, read_parquet
 
 Rows = Iterator[tuple[str, dict]]  # (where: "file:line" or "hub-id[split] row i", for errors; hub-format row)
@@ -103,10 +111,8 @@ def _mmlu_csv(path: Path) -> Rows:
 
 
 def _number_answer(value, where: str, name: str) -> str:
-    """The gold number as the number grader reads it (extract.whole_number): a gold it would read otherwise
-    (`1e3` as 1, `1_000` as 1) is refused here, with its file and line, rather than graded wrong."""
-    from rewardscope.grading.extract import whole_number  # here: rewardscope.grading imports rewardscope.data
-
+    """The gold number as the number grader reads it (grading.answers.whole_number): a gold it would read
+    otherwise (`1e3` as 1, `1_000` as 1) is refused here, with its file and line, rather than graded wrong."""
     if isinstance(value, float) and math.isfinite(value):
         text = format(Decimal(repr(value)), "f")  # a JSON number: 1e-05 is 0.00001
     elif isinstance(value, (str, int)) and not isinstance(value, bool):
@@ -124,6 +130,14 @@ def _math_answer(value, where: str, name: str) -> str:
     text = str(value).strip() if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
     if len(text) > 1 and text[0] == text[-1] == "$" and text[-2] != "\\":  # `$x$` -> `x`; `\$5` stays
         text = text.strip("$").strip()
+    if not text:
+        raise RewardscopeError(f"{where}: field {name!r}: empty or unusable gold answer {value!r}")
+    return text
+
+
+def _text_answer(value, where: str, name: str) -> str:
+    """The gold of any other kind (organism, a registered one): its text, stripped; its grader's `gold` reads it."""
+    text = str(value).strip() if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
     if not text:
         raise RewardscopeError(f"{where}: field {name!r}: empty or unusable gold answer {value!r}")
     return text
@@ -216,7 +230,12 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 RECORD_FIELDS = ("id", "question", "answer", "choices")  # what data.fields may map (record field -> column)
-KINDS: tuple[str, ...] = get_args(GraderKind)
+
+
+def _grader_kinds() -> tuple[str, ...]:
+    from rewardscope.grading.grader import grader_kinds  # the Grader's imports only when custom data need them
+
+    return grader_kinds()
 
 
 def custom_converter(columns: dict[str, str], kind: str | None, dataset: str = "jsonl") -> Converter:
@@ -228,12 +247,13 @@ def custom_converter(columns: dict[str, str], kind: str | None, dataset: str = "
     unknown = sorted(set(columns) - set(RECORD_FIELDS))
     if unknown:
         raise RewardscopeError(f"data.fields: unknown record field {unknown[0]!r} (known: {', '.join(RECORD_FIELDS)})")
-    if kind not in KINDS:
-        raise RewardscopeError(f"data.kind: {kind!r}: custom data need their grader, one of {', '.join(KINDS)}")
+    kinds = _grader_kinds()
+    if kind not in kinds:
+        raise RewardscopeError(f"data.kind: {kind!r}: custom data need their grader, one of {', '.join(kinds)}")
     if "choices" in columns and kind != "choice":
         raise RewardscopeError(f"data.fields.choices: only used with data.kind=choice (got {kind!r})")
     col = {f: columns.get(f, f) for f in RECORD_FIELDS}
-    normal_form = {"number": _number_answer, "math": _math_answer, "organism": _math_answer}
+    normal_form = {"number": _number_answer, "math": _math_answer}.get(kind, _text_answer)
 
     def convert(row: dict, where: str, index: int) -> Problem:
         question = _field(row, col["question"], where, str)
@@ -241,7 +261,7 @@ def custom_converter(columns: dict[str, str], kind: str | None, dataset: str = "
         id = str(_field(row, col["id"], where)) if "id" in columns or col["id"] in row else f"{dataset}-{index}"
         used = {col["question"], col["answer"], col["id"]}
         if kind != "choice":
-            answer, texts = normal_form[kind](gold, where, col["answer"]), None
+            answer, texts = normal_form(gold, where, col["answer"]), None
         else:
             texts = _choice_texts(_field(row, col["choices"], where), where, col["choices"])
             used.add(col["choices"])
@@ -289,48 +309,133 @@ def _check_encodable(problem: Problem, where: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The registry
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset `load_problems` reads by name (`data.dataset`)."""
+
+    load: Callable[[DataConfig], list[Problem]]  # its problems in their own order (load_problems shuffles, limits)
+    kind: str | None  # the grader kind of every problem; None: the recipe's data.kind (custom data)
+    uses: tuple[str, ...] = ()  # the SOURCE_SETTINGS it reads: any other one set in a recipe is refused...
+    ignores: tuple[str, ...] = ()  # ...but these, which it leaves alone (the benchmarks: the synthetic task's keys)
+
+
+# The DataConfig keys that say where problems come from; `limit` and `shuffle_seed` apply to every dataset.
+SOURCE_SETTINGS = ("path", "hf_id", "hf_config", "split", "fields", "kind", "n_problems", "seed", "variant")
+
+_REGISTRY: dict[str, Dataset] = {}
+# Datasets registered by another package, on first use: name -> "module:function" (the function registers it).
+DATASET_ENTRY_POINTS: dict[str, str] = {"organism": "rewardscope.organism:add_dataset"}
+
+
+def register_dataset(name: str, load: Callable[[DataConfig], list[Problem]], kind: str | None, *,
+                     uses: Iterable[str] = (), ignores: Iterable[str] = (), replace: bool = False) -> None:
+    """Make `name` a dataset: `load_problems(DataConfig(dataset=name, ...))` returns `load(cfg)`'s problems,
+    shuffled and limited as for any dataset.
+
+    `kind` is the grader of its problems (one of rewardscope.grading.grader_kinds(), which a registered grader
+    joins; every problem must have it). `uses`: which SOURCE_SETTINGS `load` reads (e.g. ("path",) or
+    ("n_problems", "seed")); a recipe setting any other one is refused, naming it, rather than silently
+    ignored (`ignores`: settings neither read nor refused). A name already registered is refused unless
+    `replace`."""
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise RewardscopeError(f"register_dataset: name {name!r} must be a non-empty name without outer spaces")
+    if name in _REGISTRY and not replace:
+        raise RewardscopeError(f"register_dataset: dataset {name!r} is already registered (pass replace=True)")
+    if not callable(load):
+        raise RewardscopeError(f"register_dataset({name!r}): load must be callable, got {load!r}")
+    uses, ignores = tuple(uses), tuple(ignores)
+    if kind is None and "kind" not in uses:
+        raise RewardscopeError(f"register_dataset({name!r}): kind None (per recipe) needs 'kind' in uses")
+    unknown = [u for u in uses + ignores if u not in SOURCE_SETTINGS]
+    if unknown:
+        raise RewardscopeError(f"register_dataset({name!r}): {unknown[0]!r} is not one of {SOURCE_SETTINGS}")
+    _REGISTRY[name] = Dataset(load, kind, uses, ignores)
+
+
+def dataset_names() -> tuple[str, ...]:
+    """Every dataset name: registered, or declared in DATASET_ENTRY_POINTS (not imported by this)."""
+    return tuple(dict.fromkeys([*_REGISTRY, *DATASET_ENTRY_POINTS]))
+
+
+def get_dataset(name: str) -> Dataset:
+    """The registry's entry for `name`, importing its entry point on first use."""
+    if name not in _REGISTRY and name in DATASET_ENTRY_POINTS:
+        entry = DATASET_ENTRY_POINTS[name]
+        module, _, function = entry.partition(":")
+        getattr(importlib.import_module(module), function)()
+        if name not in _REGISTRY:
+            raise RewardscopeError(f"dataset entry point {entry} did not register dataset {name!r}")
+    if name not in _REGISTRY:
+        raise RewardscopeError(f"data.dataset: unknown dataset {name!r} (known: {', '.join(dataset_names())})")
+    return _REGISTRY[name]
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Loading
 
 
 def load_problems(cfg: DataConfig) -> list[Problem]:
-    """The problems `cfg` names, from a local file or folder (cfg.path) or the hub, shuffled and limited."""
+    """The problems `cfg` names, from a local file or folder (cfg.path), the hub or a registered dataset,
+    shuffled and limited."""
     if cfg.limit is not None and cfg.limit < 1:
         raise RewardscopeError(f"data.limit: {cfg.limit} (expected a positive number, or null for all)")
-    problems, source = _load(cfg)
+    dataset = get_dataset(cfg.dataset)
+    _check_settings(cfg, dataset)
+    problems = list(dataset.load(cfg))
     if not problems:
-        raise RewardscopeError(f"{source}: no problems")
+        raise RewardscopeError(f"data.dataset={cfg.dataset!r}: no problems")
+    kind = dataset.kind if dataset.kind is not None else cfg.kind
+    if dataset.kind is not None and kind not in _grader_kinds():
+        raise RewardscopeError(f"dataset {cfg.dataset!r}: its problems' kind {kind!r} has no grader (known: "
+                               f"{', '.join(_grader_kinds())}; rewardscope.grading.register_grader adds one)")
+    for i, problem in enumerate(problems):
+        if not isinstance(problem, Problem) or problem.kind != kind:
+            got = f"kind {problem.kind!r}" if isinstance(problem, Problem) else type(problem).__name__
+            raise RewardscopeError(f"dataset {cfg.dataset!r}: problem {i} is not a Problem of kind {kind!r} "
+                                   f"(got {got})")
     if cfg.shuffle_seed is not None:
         random.Random(cfg.shuffle_seed).shuffle(problems)
     return problems[: cfg.limit]
 
 
-def _load(cfg: DataConfig) -> tuple[list[Problem], str]:
-    if cfg.dataset == "organism":
-        _reject_unused(cfg, ("path", "hf_id", "hf_config", "split", "fields", "kind"), "the organism task is generated")
-        from rewardscope.organism.task import generate_problems
+def _check_settings(cfg: DataConfig, dataset: Dataset) -> None:
+    """A source setting the dataset does not read would be silently ignored: a mistake worth stopping for."""
+    reads = f"only {', '.join('data.' + u for u in dataset.uses)}" if dataset.uses else "none of the source settings"
+    for name in SOURCE_SETTINGS:
+        if name not in dataset.uses + dataset.ignores:
+            why = (f"its problems are graded as {dataset.kind!r}; a different grader is grade.kind" if name == "kind"
+                   else f"it reads {reads}")
+            _reject_unused(cfg, (name,), why)
 
-        return generate_problems(n=cfg.n_problems, seed=cfg.seed, variant=cfg.variant), "data.n_problems"
-    if cfg.dataset == "jsonl":
-        _reject_unused(cfg, ("hf_id", "hf_config", "split"), "custom data come from data.path")
-        if cfg.path is None:
-            raise RewardscopeError("data.path: required for dataset 'jsonl' (a JSONL or parquet file)")
-        path = _existing(Path(cfg.path))
-        if path.is_dir():
-            raise RewardscopeError(f"data.path: {path} is a folder; dataset 'jsonl' reads one file")
-        rows = _parquet_rows(path) if path.suffix == ".parquet" else _jsonl_rows(path)
-        return to_problems(rows, custom_converter(cfg.fields, cfg.kind)), str(path)
-    if cfg.dataset not in DATASETS:
-        known = ", ".join([*DATASETS, "organism", "jsonl"])
-        raise RewardscopeError(f"data.dataset: unknown dataset {cfg.dataset!r} (known: {known})")
-    spec = DATASETS[cfg.dataset]
-    _reject_unused(cfg, ("fields", "kind"), "they describe custom JSONL; a different grader is grade.kind")
+
+def _custom(cfg: DataConfig) -> list[Problem]:
     if cfg.path is None:
-        rows, source = _hub_rows(cfg.dataset, spec, cfg), cfg.hf_id or spec.hf_id
+        raise RewardscopeError("data.path: required for dataset 'jsonl' (a JSONL or parquet file)")
+    path = _existing(Path(cfg.path))
+    if path.is_dir():
+        raise RewardscopeError(f"data.path: {path} is a folder; dataset 'jsonl' reads one file")
+    rows = _parquet_rows(path) if path.suffix == ".parquet" else _jsonl_rows(path)
+    return _non_empty(to_problems(rows, custom_converter(cfg.fields, cfg.kind)), path)
+
+
+def _benchmark(name: str, cfg: DataConfig) -> list[Problem]:
+    spec = DATASETS[name]
+    if cfg.path is None:
+        rows, source = _hub_rows(name, spec, cfg), cfg.hf_id or spec.hf_id
     else:
         _reject_unused(cfg, ("hf_id", "hf_config", "split"), "data.path is given (a local file is one split)")
         source = _locate(spec, Path(cfg.path))
         rows = _parquet_rows(source) if source.suffix == ".parquet" else spec.read_local(source)
-    return to_problems(rows, spec.convert, spec.number_rows_by), str(source)
+    return _non_empty(to_problems(rows, spec.convert, spec.number_rows_by), source)
+
+
+def _non_empty(problems: list[Problem], source) -> list[Problem]:
+    if not problems:
+        raise RewardscopeError(f"{source}: no problems")
+    return problems
 
 
 def _reject_unused(cfg: DataConfig, names: tuple[str, ...], why: str) -> None:
@@ -372,3 +477,12 @@ def _hub_rows(name: str, spec: DatasetSpec, cfg: DataConfig) -> Rows:
         raise RewardscopeError(f"cannot load {hf_id} (config {hf_config}, split {split}) from the Hugging Face "
                                f"hub: {type(e).__name__}: {e}; check the id and the connection, {local}") from e
     return ((f"{hf_id}[{split}] row {i}", row) for i, row in enumerate(rows))
+
+
+# The built-in datasets: registered as any other. Benchmarks ignore the synthetic task's keys (n_problems, seed,
+# variant) and refuse data.fields / data.kind: a different grader for them is grade.kind.
+_SYNTHETIC = ("n_problems", "seed", "variant")
+for _name, _spec in DATASETS.items():
+    register_dataset(_name, partial(_benchmark, _name), _spec.kind, uses=("path", "hf_id", "hf_config", "split"),
+                     ignores=_SYNTHETIC)
+register_dataset("jsonl", _custom, None, uses=("path", "fields", "kind"), ignores=_SYNTHETIC)

@@ -26,16 +26,16 @@ DEFAULT_INSTRUCTIONS: dict[str, str] = {
     "number": _BOXED,
     "choice": "Please reason step by step, and end your answer with 'The answer is (X)', where X is the letter "
     "of the correct option.",
-    "organism": "",  # the organism was trained on the bare question
-}
+}  # any other kind (the organism, trained on the bare question; a registered kind): no instruction
 
 _warned_no_template: set[str] = set()  # tokenizers already warned about (by name), to warn once
 
 
 def format_question(problem: Problem, instruction: str | None = None) -> str:
-    """Question, `(A) ...` option lines, instruction (None: DEFAULT_INSTRUCTIONS of its kind; "" for none)."""
+    """Question, `(A) ...` option lines, instruction (None: DEFAULT_INSTRUCTIONS of its kind, none for a kind
+    not in it; "" for none)."""
     if instruction is None:
-        instruction = DEFAULT_INSTRUCTIONS[problem.kind]
+        instruction = DEFAULT_INSTRUCTIONS.get(problem.kind, "")
     options = [f"({letter}) {text}" for letter, text in zip(CHOICE_LETTERS, problem.choices or ())]
     return "\n".join([problem.question, *options, *([instruction] if instruction else [])])
 

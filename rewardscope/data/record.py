@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
-GraderKind = Literal["math", "number", "choice", "organism"]
+from rewardscope.grading.answers import CHOICE_LETTERS  # noqa: F401 (its home: the choice grader reads them)
 
-CHOICE_LETTERS = "ABCDEFGHIJ"
+GraderKind = str  # a kind of rewardscope.grading.grader_kinds(): math, number, choice, organism, or registered
 
 
 @dataclass(frozen=True)
@@ -17,7 +16,8 @@ class Problem:
     - math: a LaTeX expression without `$` (MATH500's `answer`),
     - number: a plain number string, commas removed (GSM8K's `####` value),
     - choice: a letter A-E; the original label (e.g. ARC's "3") is kept in `metadata["label"]`,
-    - organism: the final digit of the synthetic chain.
+    - organism: the final digit of the synthetic chain;
+    - a registered kind: the text its grader's `gold` reads (docs/datasets.md, "Registering a dataset").
     `choices` holds the option texts in order for multiple-choice data (shown as A, B, C, ...), else None.
     """
 

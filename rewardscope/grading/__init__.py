@@ -2,8 +2,28 @@
 
     with Grader("math", timeout_s=5.0, workers=2) as grader:
         verdicts = grader.grade(responses, gold_answers)
+
+A kind of answer of your own: `register_grader(kind, extract, equal, gold)` (rewardscope.grading.grader).
+
+The names below are imported on first use (PEP 562): the grading workers import `rewardscope.grading.mathverify`
+and `rewardscope.grading.pool`, which must not pull the Grader's imports (the recipe's config: yaml).
 """
 
-from rewardscope.grading.grader import KINDS, Grader, Verdict, grade_file, grade_one
+_LAZY = {
+    "Grader": "rewardscope.grading.grader",
+    "GraderSpec": "rewardscope.grading.grader",
+    "Verdict": "rewardscope.grading.grader",
+    "grade_file": "rewardscope.grading.grader",
+    "grade_one": "rewardscope.grading.grader",
+    "grader_kinds": "rewardscope.grading.grader",
+    "register_grader": "rewardscope.grading.grader",
+}
+__all__ = sorted(_LAZY)
 
-__all__ = ["KINDS", "Grader", "Verdict", "grade_file", "grade_one"]
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rewardscope.grading' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rewardscope.grading.extract import choice_with_rule
+from rewardscope.grading.answers import choice_with_rule
 from rewardscope.grading.grader import Grader
 
 

@@ -1,25 +1,99 @@
 """Grade model answers against gold answers, keeping what was extracted so that every verdict can be audited.
 
-Kinds: math (math-verify, in worker processes under a deadline), number (GSM8K), choice (A-E or numeric labels),
-organism (the demo task's answer line). See docs/grading.md for what each accepts.
+Kinds: math (math-verify, in worker processes under a deadline) and choice (A-E or numeric labels, with the
+option texts) are built in; every other kind is a `GraderSpec` in the registry: number (GSM8K) is registered
+here, organism (the demo task's answer line) by rewardscope.organism, and any package can add its own with
+`register_grader`. See docs/grading.md for what each accepts.
+
+A kind another package provides is declared in GRADER_ENTRY_POINTS as "module:function": the function (which
+calls register_grader) is imported the first time the kind is asked for, so grading never imports that package
+up front and no import cycle can form.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tqdm import tqdm
 
+from rewardscope.config import GradeConfig
 from rewardscope.errors import RewardscopeError
-from rewardscope.grading.extract import choice_with_rule, extract_number, gold_choice, same_number
+from rewardscope.grading.answers import choice_with_rule, extract_number, gold_choice, same_number
 from rewardscope.grading.pool import DeadlinePool
 
-KINDS = ("math", "number", "choice", "organism")
 MATH_TASK = "rewardscope.grading.mathverify:grade_math"
 MATH_PRELOAD = ("math_verify",)  # imported once by the forkserver (it starts no threads), so workers start fast
 FILE_CHUNK = 256  # rows per progress-bar update in grade_file; big enough to keep every worker busy
+_DEFAULTS = GradeConfig()  # the one home of the grading defaults (timeout_s, workers): the recipe's
+
+
+def _stripped(gold: str) -> str | None:
+    return gold.strip() or None
+
+
+@dataclass(frozen=True)
+class GraderSpec:
+    """How one kind of answer is graded, in the calling process (no deadline: extraction must be fast).
+
+    extract(response) -> the answer in normal form, or None when the response holds none;
+    gold(gold) -> the gold answer in normal form, or None when it is unusable (verdict "error: ...");
+    equal(extracted, gold normal form) -> whether they are the same answer."""
+
+    extract: Callable[[str], str | None]
+    equal: Callable[[str, str], bool] = str.__eq__
+    gold: Callable[[str], str | None] = _stripped
+
+
+_BUILTIN = ("math", "number", "choice")  # math and choice are graded by the Grader itself (options, workers)
+_GRADERS: dict[str, GraderSpec] = {"number": GraderSpec(extract_number, same_number, extract_number)}
+# Kinds registered by another package, on first use: kind -> "module:function" (the function registers it).
+GRADER_ENTRY_POINTS: dict[str, str] = {"organism": "rewardscope.organism:add_grader"}
+
+
+def register_grader(kind: str, extract: Callable[[str], str | None], equal: Callable[[str, str], bool] = str.__eq__,
+                    gold: Callable[[str], str | None] = _stripped, *, replace: bool = False) -> None:
+    """Make `kind` gradable: Grader(kind), grade.kind, data.kind and Problem.kind accept it from now on.
+
+    `extract`, `equal` and `gold` are those of GraderSpec (gold's default: the gold text stripped). A kind
+    already registered is refused unless `replace`; the built-in math and choice kinds cannot be replaced."""
+    if not isinstance(kind, str) or not kind or kind != kind.strip():
+        raise RewardscopeError(f"register_grader: kind {kind!r} must be a non-empty name without outer spaces")
+    if kind in ("math", "choice"):
+        raise RewardscopeError(f"register_grader: {kind!r} is built in and cannot be replaced")
+    if kind in _GRADERS and not replace:
+        raise RewardscopeError(f"register_grader: kind {kind!r} is already registered (pass replace=True)")
+    for name, fn in (("extract", extract), ("equal", equal), ("gold", gold)):
+        if not callable(fn):
+            raise RewardscopeError(f"register_grader({kind!r}): {name} must be callable, got {fn!r}")
+    _GRADERS[kind] = GraderSpec(extract, equal, gold)
+
+
+def grader_kinds() -> tuple[str, ...]:
+    """Every kind that can be graded: built in, registered, or declared in GRADER_ENTRY_POINTS (not imported)."""
+    return tuple(dict.fromkeys([*_BUILTIN, *_GRADERS, *GRADER_ENTRY_POINTS]))
+
+
+def grader_spec(kind: str) -> GraderSpec | None:
+    """The registered spec of `kind` (importing its entry point on first use); None for math and choice.
+    An unknown kind is a RewardscopeError naming the known ones."""
+    if kind in ("math", "choice"):
+        return None
+    if kind not in _GRADERS and kind in GRADER_ENTRY_POINTS:
+        _load_entry_point(kind)
+    if kind not in _GRADERS:
+        raise RewardscopeError(f"grade.kind: unknown grader {kind!r} (known: {', '.join(grader_kinds())})")
+    return _GRADERS[kind]
+
+
+def _load_entry_point(kind: str) -> None:
+    entry = GRADER_ENTRY_POINTS[kind]
+    module, _, name = entry.partition(":")
+    getattr(importlib.import_module(module), name)()
+    if kind not in _GRADERS:
+        raise RewardscopeError(f"grader entry point {entry} did not register kind {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -43,9 +117,9 @@ class Grader:
     option letter) is graded; its reason then says "(fallback)". A row that makes a grader fail gets reward 0
     and reason "error: ...", never stops the batch."""
 
-    def __init__(self, kind: str, timeout_s: float = 5.0, workers: int = 2, choice_fallback: bool = True):
-        if kind not in KINDS:
-            raise RewardscopeError(f"grade.kind: unknown grader {kind!r} (known: {', '.join(KINDS)})")
+    def __init__(self, kind: str, timeout_s: float = _DEFAULTS.timeout_s, workers: int = _DEFAULTS.workers,
+                 choice_fallback: bool = True):
+        self._spec = grader_spec(kind)  # an unknown kind fails here, before any work
         self.kind, self.timeout_s, self.workers, self.choice_fallback = kind, timeout_s, workers, choice_fallback
         self._pool: DeadlinePool | None = None  # started on the first math batch
 
@@ -85,16 +159,12 @@ class Grader:
 
     def _grade_here(self, pred: str, gold: str, choices: tuple[str, ...] | None) -> Verdict:
         rule = None
-        if self.kind == "number":
-            gold_norm, pred_norm, same = extract_number(gold), extract_number(pred), same_number
-        elif self.kind == "choice":
+        if self.kind == "choice":
             choices = tuple(choices) if choices else None
             pred_norm, rule = choice_with_rule(pred, choices, fallback=self.choice_fallback)
             gold_norm, same = gold_choice(gold), str.__eq__
-        else:  # organism: imported here, only this kind needs the organism package
-            from rewardscope.organism.task import extract_answer
-
-            gold_norm, pred_norm, same = gold.strip() or None, extract_answer(pred), str.__eq__
+        else:
+            gold_norm, pred_norm, same = self._spec.gold(gold), self._spec.extract(pred), self._spec.equal
         if gold_norm is None:
             return Verdict(pred_norm, None, False, f"error: no {self.kind} answer in gold {gold[:80]!r}")
         if not pred.strip():
@@ -118,14 +188,14 @@ class Grader:
 
 
 def grade_one(pred: str, gold: str, kind: str, choices: tuple[str, ...] | None = None,
-              timeout_s: float = 5.0, choice_fallback: bool = True) -> Verdict:
+              timeout_s: float = _DEFAULTS.timeout_s, choice_fallback: bool = True) -> Verdict:
     """One answer. For many, use a Grader: a math grade_one starts (and stops) a worker process."""
     with Grader(kind, timeout_s, workers=1, choice_fallback=choice_fallback) as grader:
         return grader.grade([pred], [gold], [choices])[0]
 
 
-def grade_file(input: str, out: str, kind: str = "math", timeout_s: float = 5.0, workers: int = 2,
-               choice_fallback: bool = True) -> dict:
+def grade_file(input: str, out: str, kind: str = "math", timeout_s: float = _DEFAULTS.timeout_s,
+               workers: int = _DEFAULTS.workers, choice_fallback: bool = True) -> dict:
     """Grade a JSONL file of rows with `pred`, `gold` (and optionally `choices`); write every row back with
     `pred_extracted`, `gold_extracted`, `equal` and `reason`. Returns counts, accuracy, reasons, and how many
     rows held text UTF-8 cannot encode (`escaped_rows`: written with \\u escapes, see io.write_jsonl)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from rewardscope.grading.extract import last_boxed
+from rewardscope.grading.answers import last_boxed
 
 # ---- bare answers and answers inside a response ----------------------------------------------------------
 

@@ -1,7 +1,9 @@
-"""Answer extraction for the kinds graded without sympy: GSM8K-style numbers and multiple-choice letters.
+"""Reading answers out of text, for the kinds graded without sympy: GSM8K-style numbers and multiple-choice
+letters (and `last_boxed`, which the math grader's normalisation uses too).
 
 Each extractor returns the answer in its normal form (a plain number string, a capital letter) or None.
-The regexes are linear-time: extraction runs in the caller's process, with no deadline.
+The regexes are linear-time: extraction runs in the caller's process, with no deadline. This module imports
+nothing but the standard library: the grading workers import it (through normalize.py).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import re
 from decimal import MAX_EMAX, MIN_EMIN, Decimal, Inexact, localcontext
 
-from rewardscope.data.record import CHOICE_LETTERS
+CHOICE_LETTERS = "ABCDEFGHIJ"  # option letters, in order: prompts show them, the choice grader reads them
 
 # An answer announced in words: "The answer is", "Final answer:", "answer = ".
 _ANSWER_MARK = re.compile(r"answer\s*(?:is\s*:?|:|=)", re.IGNORECASE)
