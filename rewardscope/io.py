@@ -1,4 +1,4 @@
-"""Artifacts on disk: atomic writes, JSON/JSONL/parquet helpers, resumable shard series.
+"""Artifacts on disk: atomic writes, JSON/JSONL/parquet/safetensors helpers, resumable shard series.
 
 Every stage writes through these helpers so that an interrupted run never leaves a half-written file:
 data go to a temporary file in the same directory, are fsynced, then renamed over the target.
@@ -111,6 +111,19 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = (), *, with_li
             if missing:
                 raise RewardscopeError(f"{path}:{lineno}: missing field {missing[0]!r} (has: {sorted(row)})")
             yield (lineno, row) if with_lineno else row
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write torch tensors as a safetensors file, atomically (non-contiguous tensors are copied first).
+
+    The file is serialised in memory (safetensors' `save`, as many bytes as the tensors) and written by Python,
+    not by safetensors' `save_file`, so that a full disk is an OSError with errno ENOSPC (save_file turns it into
+    a SafetensorError with the errno only in its text). `metadata`: string keys and values, in the header."""
+    from safetensors.torch import save  # here: rewardscope.io is imported by code that never needs torch
+
+    data = save({name: t.contiguous() for name, t in tensors.items()}, metadata=metadata)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:

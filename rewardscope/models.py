@@ -1,5 +1,7 @@
 """Loading models and tokenizers, the same path for hub ids, local folders and the shipped demo organism.
 
+Also `pad_batch`, the one way model inputs are padded (generation left-pads, the capture right-pads).
+
 Also the tiny randomly initialised configs of real architectures that tests and benchmarks use (no download).
 """
 
@@ -132,6 +134,31 @@ def context_length(model) -> int | None:
         return getattr(getattr(engine, "model_config", None), "max_model_len", None)
     config = model.config.get_text_config() if hasattr(model, "config") else None
     return getattr(config, "max_position_embeddings", None)
+
+
+def pad_batch(sequences, pad_id: int, padding_side: str, device=None) -> tuple[dict, list[int]]:
+    """Model inputs of a padded batch of token-id sequences (lists or arrays), and where each one starts in its row.
+
+    Returns ({input_ids, attention_mask, position_ids}, starts): [batch, longest] long tensors on `device` (None:
+    the CPU). `padding_side` "left" (generation: every row ends at the same column, where new tokens go) or "right"
+    (the capture's default). Position ids come from the attention mask (cumsum - 1, pads at 0), so a left-padded
+    sequence still has positions 0, 1, ...; `generate` builds the same ones itself from the mask."""
+    if padding_side not in ("left", "right"):
+        raise RewardscopeError(f"padding_side: {padding_side!r} is not 'left' or 'right'")
+    if not len(sequences):
+        raise RewardscopeError("pad_batch: no sequences")
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    starts = []
+    for b, seq in enumerate(sequences):
+        start = width - len(seq) if padding_side == "left" else 0
+        input_ids[b, start : start + len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[b, start : start + len(seq)] = 1
+        starts.append(start)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    inputs = dict(input_ids=input_ids, attention_mask=mask, position_ids=position_ids)
+    return ({k: v.to(device) for k, v in inputs.items()} if device is not None else inputs), starts
 
 
 def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False,

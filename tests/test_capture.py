@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 
 from rewardscope.capture import CaptureReader, capture
-from rewardscope.capture.extract import KINDS, disk_need, plan_capture, state_rows
+from rewardscope.capture.extract import POSITION_KINDS, disk_need, plan_capture, state_rows
 from rewardscope.capture.reader import shard_path
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import decoder_layers
@@ -109,7 +109,7 @@ def reference_states(model, row: dict) -> tuple[torch.Tensor, list[int]]:
 def test_state_rows_all_and_steps():
     tokens, kind, step, last = state_rows(5, np.array([1, 4]), "all", rollout_id=0)
     assert tokens.tolist() == [-1, 0, 1, 2, 3, 4]
-    assert [KINDS[k] for k in kind] == ["s0", "token", "step_end", "token", "token", "step_end"]
+    assert [POSITION_KINDS[k] for k in kind] == ["s0", "token", "step_end", "token", "token", "step_end"]
     assert step.tolist() == [-1, 0, 0, 1, 1, 1]
     assert last.tolist() == [False] * 5 + [True]
 
@@ -117,7 +117,7 @@ def test_state_rows_all_and_steps():
     assert tokens.tolist() == [-1, 1, 4] and step.tolist() == [-1, 0, 1] and last.tolist() == [False, False, True]
     # The last token is kept in "steps" even when no step ends there (the probe's last-token state).
     tokens, kind, step, _ = state_rows(5, np.array([1]), "steps", rollout_id=0)
-    assert tokens.tolist() == [-1, 1, 4] and [KINDS[k] for k in kind] == ["s0", "step_end", "token"]
+    assert tokens.tolist() == [-1, 1, 4] and [POSITION_KINDS[k] for k in kind] == ["s0", "step_end", "token"]
     assert step.tolist() == [-1, 0, 1]
     # An empty response: s_0 alone, and it is the last state.
     tokens, _, _, last = state_rows(0, np.array([], dtype=np.int64), "all", rollout_id=0)

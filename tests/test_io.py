@@ -51,3 +51,33 @@ def test_leftover_temporaries_are_recognised_and_removed(tmp_path):
     assert all(map(is_temporary, leftovers)) and not any(map(is_temporary, keep))
     assert remove_temporaries(tmp_path) == 100
     assert not any(p.exists() for p in leftovers) and all(p.exists() for p in keep)
+
+
+def test_write_safetensors_round_trips_atomically(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    import torch
+    from safetensors import safe_open
+
+    from rewardscope.io import write_safetensors
+
+    path = tmp_path / "probes.safetensors"
+    columns = torch.arange(12, dtype=torch.float32).reshape(3, 4).t()  # not contiguous
+    tensors = {"a/weights": columns, "b": torch.tensor([1.5, -2.0], dtype=torch.bfloat16)}
+    write_safetensors(path, tensors, metadata={"layers": "[0, 1]"})
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {"layers": "[0, 1]"} and sorted(f.keys()) == ["a/weights", "b"]
+        assert torch.equal(f.get_tensor("a/weights"), columns) and torch.equal(f.get_tensor("b"), tensors["b"])
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # metadata values must be strings: refused before anything is written
+        write_safetensors(path, {"x": torch.zeros(2)}, metadata={"n": 3})
+
+    def full_disk(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError) as error:  # an OSError with its errno, which the capture turns into advice
+        write_safetensors(path, {"x": torch.zeros(2)})
+    assert error.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["probes.safetensors"]

@@ -68,3 +68,30 @@ def test_config_and_context_without_loading_weights(tmp_path, char_tokenizer):
     assert models.context_length(gpt2) == 512  # GPT-2 calls it n_positions
     with pytest.raises(RewardscopeError, match="cannot load the config of model"):
         models.load_config(ModelConfig(name=str(tmp_path)))  # a folder without config.json
+
+
+def test_pad_batch_left_and_right_with_positions_from_the_mask():
+    import numpy as np
+
+    from rewardscope.models import pad_batch
+
+    sequences = [np.array([5, 6, 7], dtype=np.int32), [8]]
+    right, starts = pad_batch(sequences, pad_id=0, padding_side="right")
+    assert starts == [0, 0] and right["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert right["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert right["position_ids"].tolist() == [[0, 1, 2], [0, 0, 0]]
+    left, starts = pad_batch(sequences, pad_id=9, padding_side="left", device="cpu")
+    assert starts == [0, 2] and left["input_ids"].tolist() == [[5, 6, 7], [9, 9, 8]]
+    assert left["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert left["position_ids"].tolist() == [[0, 1, 2], [0, 0, 0]]  # the real token at position 0 either way
+    assert all(t.dtype == torch.long for t in left.values())
+    with pytest.raises(RewardscopeError, match="padding_side: 'middle'"):
+        pad_batch(sequences, 0, "middle")
+
+
+def test_generation_and_capture_pad_through_the_one_helper():
+    from rewardscope import models
+    from rewardscope.capture import extract
+    from rewardscope.rollout import hf
+
+    assert hf.pad_batch is models.pad_batch and extract.pad_batch is models.pad_batch

@@ -271,3 +271,22 @@ def test_bad_options_are_named(data):
                                   ("epochs", -1, "an integer >= 0"), ("patience", 0, "null .* or an integer >= 1")]:
         with pytest.raises(RewardscopeError, match=rf"probe.{name}: {value!r} is not {expected}"):
             LayerwiseValueProbes(**{name: value}).fit(X, train)
+
+
+def test_estimator_defaults_are_the_recipes():
+    """One home: every hyper-parameter default is ProbeConfig's, but the documented exception (patience)."""
+    import dataclasses
+
+    from rewardscope.config import ProbeConfig
+    from rewardscope.probe import estimator
+
+    params, recipe = LayerwiseValueProbes().get_params(), ProbeConfig()
+    fields = {f.name for f in dataclasses.fields(ProbeConfig)}
+    assert set(params) - fields == set(estimator.ESTIMATOR_ONLY)  # every other parameter is a recipe key
+    for name, value in params.items():
+        if name not in estimator.ESTIMATOR_ONLY:
+            expected = estimator.NOT_THE_RECIPES.get(name, getattr(recipe, name))
+            assert value == expected, name
+    assert set(estimator.NOT_THE_RECIPES) == {"patience"} and recipe.patience is not None  # the recipe stops early
+    from_recipe = LayerwiseValueProbes.from_config(recipe).get_params()
+    assert {k for k in params if from_recipe[k] != params[k]} == {"patience"}

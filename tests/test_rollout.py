@@ -154,6 +154,21 @@ def documented_schema() -> dict[str, str]:
     return dict(rows[1:])  # after the header row
 
 
+def test_sampling_defaults_are_the_recipes():
+    """One home: generate's keyword defaults (both backends) are RolloutConfig's; the seed is per call (None)."""
+    import inspect
+
+    from rewardscope.config import RolloutConfig
+    from rewardscope.rollout import hf, vllm_backend
+
+    recipe = RolloutConfig()
+    for fn, names in ((hf.generate, ("n", "temperature", "top_p", "max_new_tokens", "batch_size")),
+                      (vllm_backend.generate, ("n", "temperature", "top_p", "max_new_tokens"))):
+        params = inspect.signature(fn).parameters
+        assert {name: params[name].default for name in names} == {name: getattr(recipe, name) for name in names}
+        assert params["seed"].default is None
+
+
 def test_schema_is_the_documented_one():
     documented = documented_schema()
     assert list(documented) == SCHEMA.names

@@ -37,18 +37,17 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import torch
-from safetensors.torch import save
 from tqdm import tqdm
 
 from rewardscope import __version__
-from rewardscope.capture.reader import completed_shards, load_rows, part_path, shard_path
+from rewardscope.capture.reader import POSITION_KINDS, completed_shards, load_rows, part_path, shard_path
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import num_layers, residual_hooks, resolve_layers
-from rewardscope.io import atomic_path, is_temporary, read_json, write_json, write_parquet
+from rewardscope.io import is_temporary, read_json, write_json, write_parquet, write_safetensors
+from rewardscope.models import pad_batch
 
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-POSITIONS = ("all", "steps")
-KINDS = ("s0", "token", "step_end")
+CAPTURE_MODES = ("all", "steps")  # capture.positions: which states are kept (module docstring)
 REQUIRED_COLUMNS = ("rollout_id", "problem_id", "prompt_ids", "response_ids", "step_ends", "finish_reason", "reward")
 # A capture directory is resumed or reused only if these match the run's own.
 SETTINGS = ("model", "revision", "model_fingerprint", "layers", "dtype", "positions", "shard_rows", "rollouts_sha256",
@@ -75,8 +74,8 @@ class CapturePlan:
 
 
 def plan_capture(rollouts: pa.Table, positions: str = "all") -> CapturePlan:
-    if positions not in POSITIONS:
-        raise RewardscopeError(f"capture.positions: {positions!r} is not one of {list(POSITIONS)}")
+    if positions not in CAPTURE_MODES:
+        raise RewardscopeError(f"capture.positions: {positions!r} is not one of {list(CAPTURE_MODES)}")
     missing = [c for c in REQUIRED_COLUMNS if c not in rollouts.column_names]
     if missing:
         raise RewardscopeError(f"rollouts: missing column {missing[0]!r} (has: {rollouts.column_names})")
@@ -113,7 +112,7 @@ def plan_capture(rollouts: pa.Table, positions: str = "all") -> CapturePlan:
         "row": pa.array(np.arange(n_rows, dtype=np.int64)),
         "rollout_id": rollouts.column("rollout_id").take(owner).cast(pa.int64()),
         "problem_id": rollouts.column("problem_id").take(owner).cast(pa.string()),
-        "position_kind": pa.DictionaryArray.from_arrays(kinds, KINDS).cast(pa.string()),
+        "position_kind": pa.DictionaryArray.from_arrays(kinds, POSITION_KINDS).cast(pa.string()),
         "step_index": pa.array(step_index.astype(np.int32)),
         "token_index": pa.array(tokens.astype(np.int32)),
         "is_last": pa.array(is_last),
@@ -147,31 +146,13 @@ def state_rows(n_tokens: int, step_ends: np.ndarray, positions: str, rollout_id:
     else:
         missing_last = n_tokens > 0 and (ends.size == 0 or ends[-1] != n_tokens - 1)
         tokens = np.concatenate([[-1], ends, [n_tokens - 1] if missing_last else []]).astype(np.int64)
-    kind = np.where(np.isin(tokens, ends), KINDS.index("step_end"), KINDS.index("token")).astype(np.int8)
+    kind = np.where(np.isin(tokens, ends), POSITION_KINDS.index("step_end"), POSITION_KINDS.index("token"))
+    kind = kind.astype(np.int8)
     step = np.searchsorted(ends, tokens, side="left")
-    kind[0], step[0] = KINDS.index("s0"), -1
+    kind[0], step[0] = POSITION_KINDS.index("s0"), -1
     is_last = np.zeros(len(tokens), dtype=bool)
     is_last[-1] = True
     return tokens, kind, step, is_last
-
-
-def pad_batch(sequences: list[np.ndarray], pad_id: int, padding_side: str, device) -> tuple[dict, list[int]]:
-    """Model inputs of a padded batch, and where each sequence starts in its row.
-
-    Position ids come from the attention mask, so left padding gives every sequence positions 0, 1, ...
-    """
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    starts = []
-    for b, seq in enumerate(sequences):
-        start = width - len(seq) if padding_side == "left" else 0
-        input_ids[b, start : start + len(seq)] = torch.from_numpy(seq.astype(np.int64))
-        mask[b, start : start + len(seq)] = 1
-        starts.append(start)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    inputs = dict(input_ids=input_ids, attention_mask=mask, position_ids=position_ids)
-    return {k: v.to(device) for k, v in inputs.items()}, starts
 
 
 def iter_states(
@@ -259,10 +240,7 @@ class _ShardWriter:
 
     def _flush(self, shard: int, n: int) -> None:
         for layer, buf in zip(self.layers, self.buffer):
-            with atomic_path(shard_path(self.out_dir, layer, shard)) as tmp:
-                # Written by Python, not safetensors' save_file, so that a full disk is an OSError with errno
-                # ENOSPC (save_file turns it into a SafetensorError with the errno only in its text).
-                tmp.write_bytes(save({"states": buf[:n]}))
+            write_safetensors(shard_path(self.out_dir, layer, shard), {"states": buf[:n]})  # full disk: ENOSPC
         write_parquet(part_path(self.out_dir, shard), self.index.slice(shard * self.shard_rows, n))
         if self.on_shard is not None:
             self.on_shard(shard)

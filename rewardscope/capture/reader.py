@@ -18,6 +18,10 @@ from safetensors import SafetensorError, safe_open
 from rewardscope.errors import RewardscopeError
 from rewardscope.io import read_json, read_parquet
 
+# index.parquet's `position_kind`: s_0 (before anything is generated), a generated token, a step's last token.
+# The capture writes them, the probe's targets read them: one list, here with the format's reader.
+POSITION_KINDS = ("s0", "token", "step_end")
+
 
 def shard_path(capture_dir: Path, layer: int, shard: int) -> Path:
     return Path(capture_dir) / f"layer_{layer:03d}" / f"shard-{shard:05d}.safetensors"
@@ -46,7 +50,7 @@ class CaptureReader:
         self.capture_dir = Path(capture_dir)
         meta_path = self.capture_dir / "metadata.json"
         if not meta_path.exists():
-            raise RewardscopeError(f"{self.capture_dir}: no capture here (metadata.json missing): run `extract` first")
+            raise RewardscopeError(f"{self.capture_dir}: no capture here (metadata.json missing): run `capture` first")
         self.metadata: dict = read_json(meta_path)
         if not self.metadata.get("complete"):
             done = completed_shards(self.capture_dir, self.metadata["shards"])

@@ -34,30 +34,39 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from rewardscope.config import ProbeConfig
 from rewardscope.errors import RewardscopeError
 from rewardscope.probe.targets import Trajectories, lambda_returns
 
 PREDICT_CHUNK = 16384  # states per forward when predicting: bounds memory, fast enough on any device
 
 
+_RECIPE = ProbeConfig()  # the one home of the probe defaults (each documented there, with the paper's values)
+ESTIMATOR_ONLY = ("device", "progress")  # parameters of the estimator that are no recipe key
+# The one default that differs from the recipe's: a bare estimator gets no validation data to stop on, so it trains
+# exactly `epochs` epochs (the paper's protocol); the probe stage passes probe.patience (early stopping).
+NOT_THE_RECIPES = {"patience": None}
+
+
 class LayerwiseValueProbes(BaseEstimator):
-    """P value probes trained together; see the module docstring. Defaults are the paper's (method.md 2)."""
+    """P value probes trained together; see the module docstring. Defaults: ProbeConfig's (rewardscope.config,
+    where each is documented with the paper's value), but `patience` (NOT_THE_RECIPES)."""
 
     def __init__(
         self,
-        arch: str = "mlp",  # "mlp": Linear(k, hidden) -> ReLU -> Linear(hidden, 1); "linear": Linear(k, 1)
-        hidden: int = 1024,
-        output: str = "sigmoid",  # "sigmoid" squashes V into [0, 1]; "linear" leaves it (unknown in the paper)
-        td_lambda: float = 0.0,  # 0: TD(0) (paper); 1: Monte-Carlo; in between: lambda-returns
-        gamma: float = 1.0 - 1e-5,
-        standardize: bool = True,  # z-score inputs with train statistics (L1 ranking is not scale invariant)
-        lr: float = 1e-4,
-        weight_decay: float = 0.01,
-        batch_trajectories: int = 4,
-        epochs: int = 100,  # the cap with early stopping; exactly this many without (patience=None)
-        patience: int | None = None,  # epochs without a better validation loss before stopping; None: no stop
-        tol: float = 1e-4,  # "better" = lower by more than this (validation MSE), as scikit-learn's MLP counts it
-        seed: int = 0,
+        arch: str = _RECIPE.arch,  # "mlp": Linear(k, hidden) -> ReLU -> Linear(hidden, 1); "linear": Linear(k, 1)
+        hidden: int = _RECIPE.hidden,
+        output: str = _RECIPE.output,  # "sigmoid" squashes V into [0, 1]; "linear" leaves it
+        td_lambda: float = _RECIPE.td_lambda,  # 0: TD(0); 1: Monte-Carlo; in between: lambda-returns
+        gamma: float = _RECIPE.gamma,
+        standardize: bool = _RECIPE.standardize,  # z-score inputs with train statistics
+        lr: float = _RECIPE.lr,
+        weight_decay: float = _RECIPE.weight_decay,
+        batch_trajectories: int = _RECIPE.batch_trajectories,
+        epochs: int = _RECIPE.epochs,  # the cap with early stopping; exactly this many without (patience=None)
+        patience: int | None = NOT_THE_RECIPES["patience"],  # epochs without a better validation loss; None: no stop
+        tol: float = _RECIPE.tol,  # "better" = lower by more than this (validation MSE), as scikit-learn's MLP counts
+        seed: int = _RECIPE.seed,
         device: str = "cpu",
         progress: bool | str = False,  # a progress bar over epochs; a string is its label
     ):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-POSITIONS = ("s0", "step_end", "last")  # V before generation, at every step end (pooled), at the last token
+SCORED_POSITIONS = ("s0", "step_end", "last")  # V before generation, at every step end (pooled), at the last token
+POSITIONS = SCORED_POSITIONS  # the old name, still read by probe/stage.py, transfer/runs.py, bench/probes.py
 
 
 @dataclass(frozen=True)

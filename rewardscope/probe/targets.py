@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from rewardscope.capture.reader import POSITION_KINDS  # the capture format's reader: its one home
 from rewardscope.errors import RewardscopeError
 
 INDEX_COLUMNS = ("row", "rollout_id", "problem_id", "position_kind", "token_index", "is_last", "reward")
-POSITION_KINDS = ("s0", "token", "step_end")
 
 
 @dataclass(frozen=True)

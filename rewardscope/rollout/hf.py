@@ -1,7 +1,7 @@
 """Sampling with Hugging Face `generate`: n rollouts per prompt, in left-padded batches.
 
-Padding: every batch is left-padded by hand with an attention mask, so the tokenizer's own `padding_side` does
-not matter. Position ids: transformers 5.x `generate` builds them from the attention mask (cumsum - 1, pads at
+Padding: every batch is left-padded by `rewardscope.models.pad_batch` (the capture's too) with an attention mask,
+so the tokenizer's own `padding_side` does not matter. Position ids: transformers 5.x `generate` builds them from the attention mask (cumsum - 1, pads at
 0) for every model whose forward takes `position_ids`, and extends them by one per new token; we rely on it
 because the parity tests prove it (greedy batched == one-by-one, token for token, on every tiny architecture,
 including GPT-2 whose learned absolute positions would expose a shift that rotary models are blind to).
@@ -18,9 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rewardscope.config import RolloutConfig
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import residual_hooks
+from rewardscope.models import pad_batch
 
+DEFAULTS = RolloutConfig()  # the one home of the sampling defaults: generate's keywords read theirs from it
 # Values that switch off every other logits processor a checkpoint's generation_config may turn on.
 _NEUTRAL = dict(num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0)
 _NEUTRAL_SAMPLING = dict(top_k=0, min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
@@ -74,15 +77,16 @@ def generate(
     tokenizer,
     prompts: list[str],
     *,
-    n: int = 1,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 256,
-    batch_size: int = 32,
+    n: int = DEFAULTS.n,
+    temperature: float = DEFAULTS.temperature,
+    top_p: float = DEFAULTS.top_p,
+    max_new_tokens: int = DEFAULTS.max_new_tokens,
+    batch_size: int = DEFAULTS.batch_size,
     seed: int | None = None,
     hooks: dict | None = None,
 ) -> list[list[Generation]]:
-    """n Generations per prompt, in prompt order. temperature 0 is greedy decoding.
+    """n Generations per prompt, in prompt order. temperature 0 is greedy decoding. The defaults are the recipe's
+    (RolloutConfig); `seed` None draws unseeded (the rollout stage passes derive_seed(rollout.seed, shard)).
 
     Prompts are tokenized without special tokens (a chat template already holds them). The n copies of all
     prompts are generated longest first in batches of `batch_size` sequences. With a seed the draws are
@@ -119,17 +123,10 @@ def generate(
             torch.manual_seed(seed)
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start : start + batch_size]
-            width = max(len(prompt_ids[i]) for i, _ in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (i, _) in enumerate(batch):
-                ids = prompt_ids[i]
-                input_ids[row, width - len(ids) :] = torch.tensor(ids)
-                attention_mask[row, width - len(ids) :] = 1
-            with torch.inference_mode(), residual_hooks(model, hooks or {}):
-                out = model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **options
-                )
+            inputs, _ = pad_batch([prompt_ids[i] for i, _ in batch], pad_id, "left", device)
+            width = inputs["input_ids"].shape[1]
+            with torch.inference_mode(), residual_hooks(model, hooks or {}):  # position ids: generate's own
+                out = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **options)
             for row, (i, s) in enumerate(batch):
                 results[i][s] = finish(prompt_ids[i], out[row, width:].tolist(), tokenizer, eos_ids)
     return [samples * (n // copies) for samples in results]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from rewardscope.errors import RewardscopeError
 from rewardscope.models import load_tokenizer, resolve_model_path
-from rewardscope.rollout.hf import Generation, check_sampling, derive_seed
+from rewardscope.rollout.hf import DEFAULTS, Generation, check_sampling, derive_seed
 
 _FINISH = {"stop": "eos", "length": "length"}  # vLLM's "stop" is EOS or a generation-config stop token
 
@@ -42,13 +42,14 @@ def generate(
     tokenizer,
     prompts: list[str],
     *,
-    n: int = 1,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 256,
+    n: int = DEFAULTS.n,
+    temperature: float = DEFAULTS.temperature,
+    top_p: float = DEFAULTS.top_p,
+    max_new_tokens: int = DEFAULTS.max_new_tokens,
     seed: int | None = None,
 ) -> list[list[Generation]]:
-    """n Generations per prompt, in prompt order; temperature 0 is greedy. vLLM batches by itself."""
+    """n Generations per prompt, in prompt order; temperature 0 is greedy. vLLM batches by itself. Defaults: the
+    recipe's (RolloutConfig), as for hf.generate."""
     check_sampling(n, temperature, top_p, max_new_tokens)
     SamplingParams = _vllm().SamplingParams
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
