@@ -102,7 +102,7 @@ class PromptConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["hf", "vllm"] = "hf"  # these defaults are also generate's (rewardscope.rollout.hf, vllm_backend)
     n: int = _field(4, check=_at_least(1))  # rollouts per problem: a problem needs both right and wrong answers
     temperature: float = _field(1.0, check=_non_negative)  # paper: 1.0 (reported by a replication); 0: greedy
     top_p: float = _field(0.95, check=_fraction)  # paper: 0.95 (reported by a replication)
@@ -115,7 +115,7 @@ class RolloutConfig:
 
 @dataclass
 class GradeConfig:
-    kind: str | None = None  # None: the dataset's own grader; or math | number | choice | organism
+    kind: str | None = None  # None: the dataset's own grader; or one of rewardscope.grading.grader_kinds()
     timeout_s: float = _field(5.0, check=_positive)  # per-answer deadline for math-verify (kills the worker)
     workers: int = _field(2, check=_at_least(1), changes_results=False)  # grading processes: only speed
 
@@ -132,7 +132,7 @@ class CaptureConfig:
 
 @dataclass
 class ProbeConfig:
-    arch: Literal["mlp", "linear"] = "mlp"
+    arch: Literal["mlp", "linear"] = "mlp"  # these defaults are also LayerwiseValueProbes' (but patience: None)
     hidden: int = 1024  # paper: Linear(d, 1024) -> ReLU -> Linear(1024, 1)
     output: Literal["sigmoid", "linear"] = "sigmoid"  # unknown in the paper: option
     level: Literal["token", "step"] = "token"  # states the TD targets run over
