@@ -1,8 +1,12 @@
-"""The `rewardscope` command: one subcommand per stage, plus `run RECIPE.yaml` for the whole pipeline.
+"""The `rewardscope` command: a subcommand per pipeline stage, `run`, `report`, and tools.
+
+Stage subcommands come from the registry (rewardscope.stages); `run RECIPE.yaml` runs the whole pipeline,
+for the whole pipeline, and `report RUN_DIR`.
 
 Stage subcommands take an optional recipe and `--key=value` overrides (dotted keys), e.g.
     rewardscope rollout recipes/demo.yaml --rollout.n=8 --data.limit=50
 `rewardscope config RECIPE --key=value` prints the recipe those resolve to, and its run directory, running nothing.
+`rewardscope run` ends by writing the run's HTML report and printing a summary table.
 """
 
 from __future__ import annotations
@@ -14,27 +18,37 @@ import sys
 from rewardscope.errors import RewardscopeError
 
 
-def _recipe_command(sub, name: str, help: str):
-    p = sub.add_parser(name, help=help, description=help + " Extra --key=value arguments override the recipe.")
+def _recipe_command(sub, name: str, help: str, aliases=()):
+    p = sub.add_parser(name, help=help, aliases=list(aliases),
+                       description=help + " Extra --key=value arguments override the recipe.")
     p.add_argument("recipe", nargs="?", help="YAML recipe (defaults apply where omitted)")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rewardscope.config import GradeConfig
+    from rewardscope.stages import ALIASES, STAGES
+
     parser = argparse.ArgumentParser(prog="rewardscope", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    _recipe_command(sub, "run", "Run every stage the recipe names (its `stages` list).")
-    _recipe_command(sub, "rollout", "Sample and grade n rollouts per problem into rollouts.parquet.")
-    _recipe_command(sub, "extract", "Capture residual-stream states of the rollouts (one forward pass each).")
-    _recipe_command(sub, "probe", "Train value probes for every layer, then the pruning sweep.")
+    _recipe_command(sub, "run", "Run the stages the recipe names (its `stages` list) and those they read, then "
+                                "write the report.")
+    for stage in STAGES.values():
+        aliases = [old for old, new in ALIASES.items() if new == stage.name]
+        _recipe_command(sub, stage.name, stage.help, aliases=aliases)
     _recipe_command(sub, "config", "Print the resolved recipe (YAML) and its run directory; runs nothing.")
+    r = sub.add_parser("report", help="Write a run's self-contained HTML report and print its summary table.")
+    r.add_argument("run_dir")
+    r.add_argument("--out", help="HTML output (default: RUN_DIR/report.html)")
 
     g = sub.add_parser("grade", help="Grade rows with `pred` and `gold` (audit a grader on your data).")
     g.add_argument("input", help="JSONL with fields `pred` and `gold` (and `choices` for multiple choice)")
     g.add_argument("--out", required=True, help="output JSONL: each row with extracted answers and `equal`")
     g.add_argument("--kind", choices=["math", "number", "choice", "organism"], default="math")
-    g.add_argument("--timeout", type=float, default=5.0, help="seconds per math answer before it is judged wrong")
-    g.add_argument("--workers", type=int, default=2)
+    defaults = GradeConfig()  # one home for the grader's defaults: the recipe's grade section
+    g.add_argument("--timeout", type=float, default=defaults.timeout_s,
+                   help="seconds per math answer before it is judged wrong")
+    g.add_argument("--workers", type=int, default=defaults.workers)
 
     t = sub.add_parser("transfer", help="IoU of value-neuron sets and probe transfer between two runs.")
     t.add_argument("run_a")
@@ -56,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    recipe_commands = {"run", "rollout", "extract", "probe", "config"}
+    from rewardscope.stages import ALIASES, STAGES
+
+    recipe_commands = {"run", "config", *STAGES, *ALIASES}
     if extra and args.command not in recipe_commands:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
@@ -78,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.command == "run":
                 run_dir = pipeline.run(recipe)
+                _report(run_dir)
             else:
                 run_dir = recipe.run_dir()
-                pipeline.run_stage(args.command, recipe, run_dir)
+                pipeline.run_stage(args.command, recipe)
             print(f"results: {run_dir}")
+        elif args.command == "report":
+            _report(args.run_dir, args.out)
         elif args.command == "grade":
             from rewardscope.grading import grade_file
 
@@ -99,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rewardscope: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _report(run_dir, out=None) -> None:
+    from rewardscope.report import summary_table, write_report
+
+    path = write_report(run_dir, out)
+    print(summary_table(run_dir))
+    print(f"report: {path}")
 
 
 if __name__ == "__main__":

@@ -164,11 +164,10 @@ class SweepConfig:
     layers: list[int] | Literal["all"] = "all"
 
 
-STAGES = ("rollout", "extract", "probe")  # in pipeline order; `run` executes the ones a recipe names
-
-
 def _known_stages(stages: list[str]) -> str | None:
-    unknown = [s for s in stages if s not in STAGES]
+    from rewardscope.stages import ALIASES, STAGES  # the registry: one list of stages
+
+    unknown = [s for s in stages if s not in STAGES and s not in ALIASES]
     return f"unknown stage {unknown[0]!r} (known: {', '.join(STAGES)})" if unknown else None
 
 
@@ -190,8 +189,12 @@ class Recipe:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Covers every key that can change a result (not those marked changes_results=False)."""
-        return hashlib.sha256(json.dumps(results_dict(self), sort_keys=True).encode()).hexdigest()[:8]
+        """The run key: a hash of every stage's artifact key (rewardscope.stages), so it covers every key that
+        can change a result (not those marked changes_results=False) and nothing else."""
+        from rewardscope import stages
+
+        keys = stages.keys(self, list(stages.STAGES.values()))
+        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:8]
 
     def run_name(self) -> str:
         model = Path(self.model.name.rstrip("/")).name or "model"

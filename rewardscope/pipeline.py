@@ -1,45 +1,51 @@
-"""Run the stages a recipe names, in pipeline order, each reading the artifacts of the ones before it.
+"""Run a recipe's stages as a small build system (docs/architecture.md).
 
-Every stage is a function `run(recipe, run_dir) -> dict` in its own package; the dict is its summary, merged
-into `run_dir/results.json` under the stage's name (rewritten only when a summary changed). Stages are
-idempotent: a finished one returns its saved summary at once, an interrupted one resumes.
+Each stage writes one artifact directory, keyed by the recipe sections it reads and the keys of its inputs
+(rewardscope.stages): `<out_dir>/artifacts/<stage>-<key>/`. A run directory,
+`<out_dir>/<name>-<model>-<dataset>-<run key>/`, holds the resolved recipe (config.yaml), `run.json` (the
+artifacts it consists of), a link named after each stage to its artifact, and `results.json` (the stages'
+summaries). A finished artifact is reused by every recipe that needs it: changing `probe.*` reuses the rollouts
+and the capture.
 
-One process at a time per run directory: `run` and `run_stage` hold an exclusive lock on `run_dir/.lock` for
-their whole duration, and a second process is refused at once, naming the directory. Holding the lock is also
-what makes it safe to delete the temporary files a killed run left behind (io.remove_temporaries): no other
-process can be writing them.
+An artifact is complete once its `stage.json` exists (written last, with the key and the stage's summary). One
+process at a time per directory: a stage holds its artifact's lock, and the run directory's lock is held while
+its links and results are updated; a second process is refused at once, naming the directory. Holding a lock is
+also what makes it safe to delete the temporary files a killed run left behind (io.remove_temporaries).
+
+`run_stage(name, recipe, run_dir)` with a `run_dir` other than the recipe's own uses `run_dir/<stage>` itself as
+each stage's artifact (no store): a run assembled by hand, e.g. rollouts written by other tools into
+`run_dir/rollout/`.
 """
 
 from __future__ import annotations
 
 import fcntl
-import importlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from rewardscope.config import STAGES, Recipe, check_recipe, save_recipe
+from rewardscope import stages as registry
+from rewardscope.config import Recipe, check_recipe, save_recipe
 from rewardscope.errors import RewardscopeError
-from rewardscope.io import json_text, read_json, remove_temporaries, write_text_if_changed
+from rewardscope.io import json_text, read_json, remove_temporaries, write_json, write_text_if_changed
 from rewardscope.models import resolve_device
+from rewardscope.stages import Stage, StageContext
 
-_STAGE_MODULES = {
-    "rollout": "rewardscope.rollout.stage",
-    "extract": "rewardscope.capture.stage",
-    "probe": "rewardscope.probe.stage",
-}
 LOCK_NAME = ".lock"
-_held: dict[Path, int] = {}  # run directories this process has locked -> nesting depth (run calls run_stage)
+ARTIFACTS = "artifacts"  # under out_dir: every stage's keyed artifacts
+RUN_FILE = "run.json"  # in a run directory: {stage: {"key", "artifact"}}
+STAGE_FILE = "stage.json"  # in an artifact: stage, key, config sections, input keys, summary; written last
+_held: dict[Path, int] = {}  # directories this process has locked -> nesting depth
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold `run_dir`'s lock for the body; refuse at once if another process holds it.
+def run_lock(directory: Path) -> Iterator[None]:
+    """Hold `directory`'s lock for the body; refuse at once if another process holds it.
 
     flock locks belong to an open file, so the lock goes when its holder exits, even by SIGKILL: no stale lock.
     Re-entrant within a process (a second flock on a new descriptor would block on our own lock)."""
-    key = Path(run_dir).resolve()
+    key = Path(directory).resolve()
     if key in _held:
         _held[key] += 1
         try:
@@ -47,14 +53,14 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    Path(directory).mkdir(parents=True, exist_ok=True)
     fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RewardscopeError(
-                f"{run_dir}: another rewardscope process is running this recipe in this directory (it holds "
+                f"{directory}: another rewardscope process is running this recipe in this directory (it holds "
                 f"{LOCK_NAME}); wait for it to finish, then run again: finished stages are reused") from None
         _held[key] = 1
         try:
@@ -68,44 +74,128 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 def check_runnable(recipe: Recipe) -> None:
     """Everything that can be refused before any work: bad values or stages, a device that is not here."""
     check_recipe(recipe)  # a Recipe built in Python has not been through load_recipe's checks
+    for name in recipe.stages:
+        registry.get(name)
     resolve_device(recipe.model.device)
 
 
-def run_stage(stage: str, recipe: Recipe, run_dir: Path | None = None) -> dict:
-    """Run one stage of `recipe` in its run directory; returns the stage's summary."""
-    if stage not in _STAGE_MODULES:
-        raise RewardscopeError(f"stages: unknown stage {stage!r} (known: {', '.join(STAGES)})")
+def run_stage(name: str, recipe: Recipe, run_dir: Path | None = None) -> dict:
+    """Run one stage of `recipe` (its inputs must be complete); returns the stage's summary."""
+    stage = registry.get(name)
     check_runnable(recipe)
-    run_dir = Path(run_dir) if run_dir is not None else recipe.run_dir()
-    with run_lock(run_dir):
-        summary, changed = _run_stage(stage, recipe, run_dir)
+    summaries, changed = _build(recipe, [stage], run_dir)
     if not changed:
-        print(f"{stage}: already complete in {run_dir}; nothing rewritten")
-    return summary
+        print(f"{stage.name}: already complete; nothing rewritten")
+    return summaries[stage.name]
 
 
 def run(recipe: Recipe) -> Path:
-    """Run every stage the recipe names, in pipeline order. Returns the run directory."""
+    """Run the stages the recipe names and every stage they read, in pipeline order. Returns the run directory."""
     check_runnable(recipe)
+    todo = registry.closure(recipe.stages)
     run_dir = recipe.run_dir()
-    stages = sorted(recipe.stages, key=STAGES.index)
-    with run_lock(run_dir):
-        changed = [_run_stage(stage, recipe, run_dir)[1] for stage in stages]
-    if not any(changed):
-        print(f"{run_dir}: complete ({', '.join(stages)} already done); nothing rewritten")
+    _, changed = _build(recipe, todo, None)
+    if not changed:
+        print(f"{run_dir}: complete ({', '.join(s.name for s in todo)} already done); nothing rewritten")
     return run_dir
 
 
-def _run_stage(stage: str, recipe: Recipe, run_dir: Path) -> tuple[dict, bool]:
-    """(summary, whether it differs from the one in results.json). The caller holds the run directory's lock."""
-    if recipe.model.threads is not None:  # stages without a model (probe) follow the recipe's CPU threads too
-        import torch
+def artifact_dir(recipe: Recipe, stage: Stage, key: str) -> Path:
+    return Path(recipe.out_dir) / ARTIFACTS / f"{stage.name}-{key}"
 
-        torch.set_num_threads(recipe.model.threads)
-    remove_temporaries(run_dir)
-    save_recipe(recipe, run_dir / "config.yaml")
-    summary = importlib.import_module(_STAGE_MODULES[stage]).run(recipe, run_dir)
-    results_path = run_dir / "results.json"
-    results = read_json(results_path) if results_path.exists() else {}
-    results[stage] = summary
-    return summary, write_text_if_changed(results_path, json_text(results))
+
+def results(run_dir: Path) -> dict:
+    """{stage: summary} of a run directory, from its artifacts' stage.json files."""
+    out = {}
+    for name in registry.STAGES:
+        marker = Path(run_dir) / name / STAGE_FILE
+        if marker.exists():
+            out[name] = read_json(marker)["summary"]
+    return out
+
+
+def _build(recipe: Recipe, todo: list[Stage], run_dir: Path | None) -> tuple[dict, bool]:
+    """Run `todo` (in order); (their summaries, whether anything was written)."""
+    in_store = run_dir is None or Path(run_dir).resolve() == recipe.run_dir().resolve()
+    run_dir = recipe.run_dir() if in_store else Path(run_dir)
+    keys = registry.keys(recipe, registry.closure([s.name for s in todo]))
+    summaries, changed = {}, False
+    with run_lock(run_dir):
+        _refuse_old_layout(run_dir)
+        remove_temporaries(run_dir)
+        save_recipe(recipe, run_dir / "config.yaml")
+        for stage in todo:
+            where = artifact_dir(recipe, stage, keys[stage.name]) if in_store else run_dir / stage.name
+            inputs = {name: _input(run_dir, name, in_store) for name in stage.inputs}
+            summaries[stage.name], ran = _run_one(recipe, stage, keys, where, inputs)
+            changed |= ran
+            if in_store:
+                changed |= _link(run_dir / stage.name, where)
+        record = {name: {"key": keys[name], "artifact": os.path.relpath(run_dir / name, run_dir)}
+                  for name in registry.STAGES if (run_dir / name / STAGE_FILE).exists() and name in keys}
+        saved = read_json(run_dir / RUN_FILE) if (run_dir / RUN_FILE).exists() else {}
+        changed |= write_text_if_changed(run_dir / RUN_FILE, json_text({**saved, **record}))
+        changed |= write_text_if_changed(run_dir / "results.json", json_text(results(run_dir)))
+    return summaries, changed
+
+
+def _run_one(recipe: Recipe, stage: Stage, keys: dict, where: Path, inputs: dict) -> tuple[dict, bool]:
+    """The stage's summary, running it unless its artifact is complete; (summary, whether it ran)."""
+    with run_lock(where):
+        remove_temporaries(where)  # a killed run's leftovers, also in a finished artifact (we hold its lock)
+        marker = where / STAGE_FILE
+        if marker.exists():
+            done = read_json(marker)
+            if done["key"] != keys[stage.name]:
+                raise RewardscopeError(
+                    f"{where}: a finished {stage.name} stage made with other settings (key {done['key']}, this "
+                    f"recipe's {keys[stage.name]}); use another run directory, or delete {where} to redo it")
+            return done["summary"], False
+        if recipe.model.threads is not None:  # stages without a model (probe) follow the recipe's threads too
+            import torch
+
+            torch.set_num_threads(recipe.model.threads)
+        print(f"{stage.name}: running -> {where}", flush=True)  # one line per stage, also in a log file
+        summary = stage.function()(StageContext(recipe, stage, keys[stage.name], where, inputs))
+        from rewardscope.config import results_dict
+
+        write_json(marker, {
+            "stage": stage.name, "key": keys[stage.name], "format": stage.format,
+            "config": {section: results_dict(getattr(recipe, section)) for section in stage.sections},
+            "inputs": {name: keys[name] for name in stage.inputs}, "summary": summary,
+        })
+        return summary, True
+
+
+def _input(run_dir: Path, name: str, in_store: bool) -> Path:
+    """The artifact directory of input stage `name` of this run; it must be complete (or, in a run assembled by
+    hand, exist: the stage checks its files)."""
+    where = run_dir / name
+    if (where / STAGE_FILE).exists() or (not in_store and where.is_dir()):
+        return where.resolve()
+    raise RewardscopeError(f"{where}: no finished `{name}` stage for this recipe: run `rewardscope {name}` (or "
+                           f"`rewardscope run` with {name!r} in the recipe's stages) first")
+
+
+def _link(link: Path, target: Path) -> bool:
+    """Point `link` at `target` (relative, replaced atomically); True if it changed."""
+    relative = os.path.relpath(target, link.parent)
+    if link.is_symlink() and os.readlink(link) == relative:
+        return False
+    if link.exists() and not link.is_symlink():
+        raise RewardscopeError(f"{link}: a directory, not a link to an artifact: this run directory was assembled "
+                               f"by hand; move it away to let `rewardscope run` manage it")
+    tmp = link.with_name(f".{link.name}.link.tmp")
+    if tmp.is_symlink():
+        tmp.unlink()
+    tmp.symlink_to(relative, target_is_directory=True)
+    os.replace(tmp, link)
+    return True
+
+
+def _refuse_old_layout(run_dir: Path) -> None:
+    if (run_dir / "rollouts.parquet").exists() and not (run_dir / RUN_FILE).exists():
+        raise RewardscopeError(
+            f"{run_dir}: made by rewardscope 0.1 (one directory per recipe, rollouts.parquet at its top); this "
+            f"version keys each stage's artifacts separately (docs/architecture.md): run "
+            f"`rewardscope run {run_dir / 'config.yaml'}` to make the new layout (its rollouts are sampled again)")

@@ -474,8 +474,11 @@ def test_a_disk_that_fills_up_mid_capture_is_a_clear_error_and_a_rerun_resumes(t
 
 def test_the_stage_checks_the_disk_before_loading_the_model(tmp_path):
     """The model folder here has no weights, so loading it would fail: the disk refusal must come first."""
-    from rewardscope.capture.stage import run
+    from rewardscope.capture.stage import capture_rollouts
     from rewardscope.config import load_recipe
+
+    def run(recipe, directory):  # the stage's work: rollouts in `directory`, the capture beside them
+        return capture_rollouts(recipe, directory, directory / "capture")
 
     model, tokenizer, rollouts = model_and_rollouts("qwen3")
     model_dir = tmp_path / "model"
@@ -505,31 +508,35 @@ def test_stage_runs_once_then_is_a_no_op(tmp_path):
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    run_dir = tmp_path / "run"
-    write_parquet(run_dir / "rollouts.parquet", rollouts)
+    run_dir = tmp_path / "run"  # a run assembled by hand: rollouts written by another tool
+    write_parquet(run_dir / "rollout" / "rollouts.parquet", rollouts)
     recipe = load_recipe(overrides={"model.name": str(model_dir), "capture.positions": "steps",
                                     "capture.shard_rows": 8, "capture.batch_size": 2})
-    summary = run_stage("extract", recipe, run_dir)
+    summary = run_stage("capture", recipe, run_dir)
     reader = CaptureReader(run_dir / "capture", model=str(model_dir))
     assert summary["rows"] == len(reader) and summary["layers"] == [0, 1, 2] and summary["bytes"] > 0
     assert summary["tokens"] == sum(len(r["prompt_ids"]) + kept_tokens(r) for r in rollouts.to_pylist())
-    assert read_json(run_dir / "results.json")["extract"] == summary
+    assert read_json(run_dir / "results.json")["capture"] == summary
 
     shutil.rmtree(model_dir)  # a finished stage must not even load the model
-    assert run_stage("extract", recipe, run_dir) == summary
+    assert run_stage("extract", recipe, run_dir) == summary  # the stage's old name
 
     other = load_recipe(overrides={"model.name": "org/other", "capture.positions": "steps",
                                    "capture.shard_rows": 8, "capture.batch_size": 2})
+    with pytest.raises(RewardscopeError, match=r"a finished capture stage made with other settings"):
+        run_stage("capture", other, run_dir)
+    from rewardscope.capture.stage import capture_rollouts  # the capture's own check, below the pipeline's
+
     with pytest.raises(RewardscopeError, match=r"captured with model='.*/model', but this run has model='org/other'"):
-        run_stage("extract", other, run_dir)
+        capture_rollouts(other, run_dir / "rollout", run_dir / "capture")
 
 
 def test_stage_without_rollouts_says_which_stage_to_run(tmp_path):
-    from rewardscope.capture.stage import run
+    from rewardscope.capture.stage import capture_rollouts
     from rewardscope.config import load_recipe
 
     with pytest.raises(RewardscopeError, match=r"rollouts.parquet: file not found \(run the `rollout` stage first\)"):
-        run(load_recipe(), tmp_path)
+        capture_rollouts(load_recipe(), tmp_path, tmp_path / "capture")
 
 
 def test_float16_overflow_is_refused_with_advice(char_tokenizer, tmp_path):
@@ -566,7 +573,7 @@ def test_rollout_then_extract_end_to_end(model, tmp_path, char_tokenizer):
         "rollout.step_delimiter": "\n", "capture.positions": "steps", "capture.shard_rows": 8,
     })
     run_dir = run(recipe)
-    rollouts = read_parquet(run_dir / "rollouts.parquet").to_pylist()
+    rollouts = read_parquet(run_dir / "rollout" / "rollouts.parquet").to_pylist()
     reader = CaptureReader(run_dir / "capture", model=name)
     index = reader.index.to_pylist()
     assert len(rollouts) == 6 and len(reader) == len(index)

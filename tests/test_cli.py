@@ -11,7 +11,7 @@ import yaml
 
 from rewardscope.cli import build_parser
 
-COMMANDS = {"run", "rollout", "extract", "probe", "config", "grade", "transfer", "demo-model"}
+COMMANDS = {"run", "rollout", "capture", "extract", "probe", "config", "report", "grade", "transfer", "demo-model"}
 
 
 def rewardscope(*args, cwd=None):
@@ -42,9 +42,13 @@ def test_every_subcommand_is_in_the_parser_and_answers_help():
     """The parser's own subcommands, not words in help text (which a deleted subcommand would leave behind)."""
     commands = subcommands(build_parser())
     assert set(commands) == COMMANDS
+    from rewardscope.stages import STAGES
+
+    assert set(STAGES) <= set(commands)  # a stage's subcommand comes from the registry
+    assert commands["extract"] is commands["capture"]  # the old name of the capture stage still works
     assert set(subcommands(commands["demo-model"])) == {"train", "evaluate"}
     listed = rewardscope("--help").stdout
-    for command in COMMANDS:
+    for command in COMMANDS - {"extract"}:  # an alias prints its stage's usage
         res = rewardscope(command, "--help")
         assert res.returncode == 0 and res.stdout.startswith(f"usage: rewardscope {command}"), command
         assert command in listed.split("{", 1)[1].split("}", 1)[0]  # the usage line's list of choices
@@ -137,6 +141,6 @@ def test_a_finished_recipe_says_so_and_rewrites_nothing(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     again = rewardscope(*args)
-    assert again.returncode == 0 and "rollout: already complete in " in again.stdout
+    assert again.returncode == 0 and "rollout: already complete; nothing rewritten" in again.stdout
     assert "already complete" not in first.stdout
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == files

@@ -1,4 +1,4 @@
-"""The whole pipeline from one recipe on the demo organism: rollout -> extract -> probe, then transfer between
+"""The whole pipeline from one recipe on the demo organism: rollout -> capture -> probe, then transfer between
 two task variants. Integration tier: the real shipped model, real files, small settings so it runs in about a
 minute on 2 cores. Every figure checked here is recomputed from the artifacts the stages wrote."""
 
@@ -11,7 +11,7 @@ from rewardscope import load_recipe, run
 from rewardscope.capture.reader import CaptureReader
 from rewardscope.io import read_json, read_parquet
 from rewardscope.models import DEMO_MODEL_DIR
-from rewardscope.probe.stage import load_probes
+from rewardscope.readers import ProbeReader
 from rewardscope.probe.sweep import kept_count, rank_dims
 from rewardscope.rollout.stage import wilson_interval
 from rewardscope.transfer import overlap, transfer_runs
@@ -34,9 +34,9 @@ def test_demo_recipe_end_to_end_then_no_op(tmp_path):
     assert run_dir.name == recipe.run_name() and run_dir.name.startswith("demo-demo-organism-")
     assert load_recipe(run_dir / "config.yaml") == recipe
     results = read_json(run_dir / "results.json")
-    assert set(results) == {"rollout", "extract", "probe"}
+    assert set(results) == {"rollout", "capture", "probe"}
 
-    rollouts = read_parquet(run_dir / "rollouts.parquet")
+    rollouts = read_parquet(run_dir / "rollout" / "rollouts.parquet")
     assert rollouts.num_rows == results["rollout"]["n_rollouts"] == 160
     reward = rollouts.column("reward").to_numpy()
     per_problem = np.bincount(rollouts.column("problem_index").to_numpy(), weights=reward) / 4
@@ -46,8 +46,8 @@ def test_demo_recipe_end_to_end_then_no_op(tmp_path):
 
     capture = CaptureReader(run_dir / "capture")
     n_tokens = sum(len(r) for r in rollouts.column("response_ids").to_pylist()) - 160  # EOS states are not kept
-    assert len(capture) == results["extract"]["rows"] == n_tokens + 160  # + one s_0 per rollout
-    assert capture.layers == results["extract"]["layers"] == [0, 1, 2, 3]
+    assert len(capture) == results["capture"]["rows"] == n_tokens + 160  # + one s_0 per rollout
+    assert capture.layers == results["capture"]["layers"] == [0, 1, 2, 3]
 
     probe = results["probe"]
     probe_results = read_json(run_dir / "probe" / "results.json")
@@ -58,7 +58,7 @@ def test_demo_recipe_end_to_end_then_no_op(tmp_path):
         assert chosen["auroc"] == cell["auroc"] and chosen["ci95"] == cell["ci95"]
         assert chosen["ci95"][0] <= chosen["auroc"] <= chosen["ci95"][1]
     neurons = read_json(run_dir / "probe" / "value_neurons.json")["layers"]
-    probes, _ = load_probes(run_dir / "probe" / "probes.safetensors", [0, 1, 2, 3])
+    probes, _ = ProbeReader(run_dir / "probe").probes([0, 1, 2, 3])
     for layer in range(4):  # the top 1% of 128 dims: one, the probe's first-ranked input
         assert [n["dim"] for n in neurons[str(layer)]] == rank_dims(probes.feature_scores_)[layer, :1].tolist()
 
@@ -75,7 +75,7 @@ def test_transfer_between_task_variants_with_the_seed_control(tmp_path, recwarn)
     table = json.loads((run_a / "transfer" / f"{run_b.name}.json").read_text())
     assert summary["problems"]["b_held_out"]["problems_dropped"] == 0  # other variants: no shared problem
     for layer in map(str, table["layers"]):
-        orders = [rank_dims(load_probes(r / "probe" / "probes.safetensors", [int(layer)])[0].feature_scores_)[0]
+        orders = [rank_dims(ProbeReader(r / "probe").probes([int(layer)])[0].feature_scores_)[0]
                   for r in (run_a, run_b)]
         for row in table["iou"][layer]["by_ratio"]:
             k = kept_count(row["ratio"], 128)

@@ -22,6 +22,7 @@ from rewardscope.pipeline import run_stage
 from rewardscope.probe import stage
 from rewardscope.probe.metrics import HeldOut, ProblemBootstrap, evaluate
 from rewardscope.probe.targets import read_index
+from rewardscope.readers import ProbeReader
 from rewardscope.rollout.steps import step_ends
 
 SETTINGS = {
@@ -58,11 +59,12 @@ def rollouts(tokenizer, seed: int, n_problems: int = 24, per_problem: int = 4) -
 
 
 def build_run(run_dir, model_dir, seed: int = 0, positions: str = "all", **overrides):
-    """A run directory with rollouts.parquet and a real capture of them; returns its recipe."""
-    write_parquet(run_dir / "rollouts.parquet", rollouts(build_char_tokenizer(), seed))
+    """A run directory assembled by hand, rollout/rollouts.parquet, and a real capture of them; returns its
+    recipe."""
+    write_parquet(run_dir / "rollout" / "rollouts.parquet", rollouts(build_char_tokenizer(), seed))
     recipe = load_recipe(overrides={**SETTINGS, "model.name": str(model_dir), "capture.positions": positions,
                                     **overrides})
-    run_stage("extract", recipe, run_dir)
+    run_stage("capture", recipe, run_dir)
     return recipe
 
 
@@ -88,8 +90,8 @@ def strict_json(path):
 def test_known_answer_files_and_tables(finished):
     run_dir, recipe, summary, _ = finished
     out = run_dir / "probe"
-    assert sorted(p.name for p in out.iterdir()) == ["probes.safetensors", "results.json", "split.json",
-                                                      "value_neurons.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "probes.safetensors", "results.json", "split.json",
+                                                      "stage.json", "value_neurons.json"]
     results = strict_json(out / "results.json")
     assert read_json(run_dir / "results.json")["probe"] == summary == results["summary"]
     assert results["main"] == "TD(0)" and set(results["auroc"]) == {"TD(0)", "Monte-Carlo"}
@@ -147,7 +149,7 @@ def test_headline_layer_is_chosen_on_validation_problems_not_held_out_ones(finis
 def test_loss_curve_of_a_layer_is_its_own_whatever_its_group(finished, tmp_path):
     run_dir, recipe, _, model_dir = finished
     alone = load_recipe(overrides={**SETTINGS, "model.name": str(model_dir), "probe.layers": [1]})
-    stage.run(alone, beside(run_dir, tmp_path / "alone"))
+    probe_run(alone, beside(run_dir, tmp_path / "alone"))
     grouped, single = (read_json(d / "probe" / "results.json") for d in (run_dir, tmp_path / "alone"))
     curves = [r["loss_curves"]["1"]["TD(0)"]["train"] for r in (grouped, single)]
     # Batched and single fits agree up to BLAS rounding (a group's mean over layers would not); a group trains on
@@ -166,21 +168,21 @@ def test_saved_probes_reproduce_the_results(finished):
     held = HeldOut.from_index(cols, np.unique(cols["rollout_id"][np.isin(cols["problem_id"], held_problems)]))
     X = torch.stack([reader.load(layer, held.rows) for layer in (0, 1, 2)])
     for label in ("TD(0)", "Monte-Carlo"):
-        probes, _ = stage.load_probes(run_dir / "probe" / "probes.safetensors", [0, 1, 2], label)
+        probes, _ = ProbeReader(run_dir / "probe").probes([0, 1, 2], label)
         values = probes.predict(X).numpy()
         tables, _ = evaluate(values, held, ProblemBootstrap(len(held.problem_names), 200, recipe.probe.seed))
         for layer in range(3):
             for pos in ("s0", "step_end", "last"):
                 assert tables[layer][pos]["auroc"] == pytest.approx(results["auroc"][label][str(layer)][pos]["auroc"])
     neurons = read_json(run_dir / "probe" / "value_neurons.json")["layers"]["1"]
-    probes, _ = stage.load_probes(run_dir / "probe" / "probes.safetensors", [1])
+    probes, _ = ProbeReader(run_dir / "probe").probes([1])
     assert [e["dim"] for e in neurons] == probes.feature_scores_[0].argsort(descending=True)[:3].tolist()
 
 
 def test_finished_stage_is_a_no_op(finished):
     run_dir, recipe, summary, _ = finished
     before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "probe").iterdir()}
-    assert stage.run(recipe, run_dir) == summary
+    assert probe_run(recipe, run_dir) == summary
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "probe").iterdir()} == before
 
 
@@ -193,13 +195,13 @@ def test_interrupted_stage_resumes_to_identical_results(finished, tmp_path, monk
 
     monkeypatch.setattr(stage, "_finish", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        stage.run(recipe, copy)
+        probe_run(recipe, copy)
     monkeypatch.undo()
     parts = copy / "probe" / "layers"
     assert sorted(p.name for p in parts.iterdir())[:2] == ["layer_000.json", "layer_000.safetensors"]
     assert not (copy / "probe" / "results.json").exists()
     (parts / "layer_001.json").unlink()  # as if killed while layer 1 was being written: its group is redone
-    stage.run(recipe, copy)
+    probe_run(recipe, copy)
     resumed, original = read_json(copy / "probe" / "results.json"), read_json(run_dir / "probe" / "results.json")
     for results in (resumed, original):
         results["summary"].pop("path")
@@ -207,6 +209,11 @@ def test_interrupted_stage_resumes_to_identical_results(finished, tmp_path, monk
     for name in ("value_neurons.json", "split.json"):
         assert read_json(copy / "probe" / name) == read_json(run_dir / "probe" / name)
     assert not parts.exists()
+
+
+def probe_run(recipe, run_dir):
+    """The probe stage on run_dir/capture, into run_dir/probe."""
+    return stage.probe(recipe, run_dir / "capture", run_dir / "probe")
 
 
 def beside(run_dir, new_dir):
@@ -220,7 +227,7 @@ def test_step_level_on_a_steps_capture_and_option_errors(finished, tmp_path):
     _, _, _, model_dir = finished
     recipe = build_run(tmp_path / "steps", model_dir, positions="steps",
                        **{"probe.level": "step", "sweep.ratios": [0.0, 0.9], "probe.layers": [2]})
-    summary = stage.run(recipe, tmp_path / "steps")
+    summary = probe_run(recipe, tmp_path / "steps")
     assert summary["layers"] == 1 and summary["chosen_layer"]["last"]["layer"] == 2
     assert summary["chosen_layer"]["last"]["auroc"] > 0.9
     fresh = beside(tmp_path / "steps", tmp_path / "fresh")
@@ -231,9 +238,9 @@ def test_step_level_on_a_steps_capture_and_option_errors(finished, tmp_path):
     ]:
         bad = load_recipe(overrides={**SETTINGS, "model.name": str(model_dir), "probe.level": "step", **overrides})
         with pytest.raises(RewardscopeError, match=message):
-            stage.run(bad, fresh)
+            probe_run(bad, fresh)
 
 
 def test_missing_capture_says_what_to_run(tmp_path):
-    with pytest.raises(RewardscopeError, match=r"no capture here .*run `extract` first"):
-        stage.run(load_recipe(), tmp_path)
+    with pytest.raises(RewardscopeError, match=r"no capture here .*run `capture` first"):
+        probe_run(load_recipe(), tmp_path)

@@ -132,7 +132,7 @@ def test_report_renders_in_chromium(runs, report, tmp_path):
 def test_summary_table(runs):
     run_a = runs[0]
     text = summary_table(run_a)
-    ro = json.loads((run_a / "rollouts" / "summary.json").read_text())
+    ro = json.loads((run_a / "rollout" / "rollouts" / "summary.json").read_text())
     lo, hi = ro["accuracy_ci95"]
     assert f"accuracy {ro['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (95% Wilson CI over problems)" in text
     assert "n = 40 problems x 4 = 160 rollouts" in text
@@ -167,9 +167,9 @@ def test_empty_and_partial_run_dirs(runs, tmp_path):
 
     # rollouts only: one section, one figure; a figure left from an older report is removed
     partial = tmp_path / "partial"
-    (partial / "rollouts").mkdir(parents=True)
-    shutil.copy(runs[0] / "rollouts" / "summary.json", partial / "rollouts" / "summary.json")
-    shutil.copy(runs[0] / "rollouts.parquet", partial / "rollouts.parquet")
+    (partial / "rollout" / "rollouts").mkdir(parents=True)
+    shutil.copy(runs[0] / "rollout" / "rollouts" / "summary.json", partial / "rollout" / "rollouts" / "summary.json")
+    shutil.copy(runs[0] / "rollout" / "rollouts.parquet", partial / "rollout" / "rollouts.parquet")
     shutil.copy(runs[0] / "config.yaml", partial / "config.yaml")
     stale = partial / "report" / "figures" / "probe-auroc_by_layer.png"
     stale.parent.mkdir(parents=True)

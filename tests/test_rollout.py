@@ -22,7 +22,8 @@ from rewardscope.io import read_json, read_parquet, write_parquet
 from rewardscope.models import DEMO_MODEL_DIR, load_model, tiny_model
 from rewardscope.rollout import generate, step_ends
 from rewardscope.rollout.hf import Generation, eos_token_ids, finish
-from rewardscope.rollout.stage import ELAPSED_KEY, SCHEMA, rollout, run, summarize, wilson_interval
+from rewardscope.rollout.stage import ELAPSED_KEY, SCHEMA, rollout, summarize, wilson_interval
+from rewardscope.rollout.stage import sample as run  # the stage's work on an explicit directory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -185,9 +186,10 @@ def test_stage_on_gsm8k(tmp_path, shared_data, llama_dir, char_tokenizer):
     recipe = gsm8k_recipe(tmp_path, llama_dir, shared_data)
     run_dir = recipe.run_dir()
     summary = run_stage("rollout", recipe, run_dir)
-    table = read_parquet(run_dir / "rollouts.parquet")
+    artifact = run_dir / "rollout"  # a link to the keyed artifact
+    table = read_parquet(artifact / "rollouts.parquet")
     assert table.schema.remove_metadata() == SCHEMA
-    shards = sorted(p.name for p in (run_dir / "rollouts").glob("shard-*"))
+    shards = sorted(p.name for p in (artifact / "rollouts").glob("shard-*"))
     assert shards == [f"shard-0000{k}.parquet" for k in range(3)]
     rows = table.to_pylist()
     problems = load_problems(recipe.data)
@@ -205,7 +207,7 @@ def test_stage_on_gsm8k(tmp_path, shared_data, llama_dir, char_tokenizer):
     assert {"n_problems": 5, "n_rollouts": 10, "accuracy": 0.0, "mixed_problem_share": 0.0}.items() <= summary.items()
     assert summary["accuracy_ci95"][0] == 0.0 and 0.4 < summary["accuracy_ci95"][1] < 0.5  # Wilson, n = 5
     assert sum(summary["finish_reasons"].values()) == sum(summary["reward_reasons"].values()) == 10
-    assert (run_dir / "config.yaml").exists() and read_json(run_dir / "rollouts" / "summary.json") == summary
+    assert (run_dir / "config.yaml").exists() and read_json(artifact / "rollouts" / "summary.json") == summary
     assert read_json(run_dir / "results.json")["rollout"] == summary
 
 
@@ -284,7 +286,7 @@ def test_rollouts_of_replaced_weights_are_refused(tmp_path, organism_dir):
     """A folder retrained in place keeps its name: neither resuming nor capturing may mix its two models."""
     from transformers import AutoModelForCausalLM
 
-    from rewardscope.capture.stage import run as extract
+    from rewardscope.capture.stage import capture_rollouts
 
     model_dir = tmp_path / "model"
     shutil.copytree(organism_dir, model_dir)
@@ -298,7 +300,7 @@ def test_rollouts_of_replaced_weights_are_refused(tmp_path, organism_dir):
     with pytest.raises(RewardscopeError, match=r"recipe\.json: the shards beside it were sampled from other weights"):
         run(recipe, recipe.run_dir())
     with pytest.raises(RewardscopeError, match=r"rollouts\.parquet: sampled from other weights"):
-        extract(recipe, recipe.run_dir())
+        capture_rollouts(recipe, recipe.run_dir(), tmp_path / "capture")
 
 
 def test_a_prompt_beyond_the_context_is_refused_before_sampling(tmp_path, organism_dir):

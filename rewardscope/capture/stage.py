@@ -1,4 +1,4 @@
-"""The `extract` stage: run_dir/rollouts.parquet -> run_dir/capture/ (see rewardscope.capture.extract)."""
+"""The `capture` stage: a rollout artifact -> a capture artifact (see rewardscope.capture.extract)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,24 @@ from rewardscope.capture.extract import S0, capture, check_compatible, check_dis
 from rewardscope.config import Recipe
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import resolve_layers
-from rewardscope.io import read_json, read_parquet
+from rewardscope.io import read_json
 from rewardscope.models import load_config, load_from_config, model_fingerprint
-from rewardscope.rollout.stage import MODEL_KEY
+from rewardscope.readers import ROLLOUTS_FILE, read_rollouts
 
 
-def run(recipe: Recipe, run_dir: Path) -> dict:
-    """Capture the states of every rollout; a finished capture returns its summary without loading the model.
+def run(ctx) -> dict:
+    """The pipeline stage (rewardscope.stages): the rollout artifact -> this capture artifact."""
+    return capture_rollouts(ctx.recipe, ctx.inputs["rollout"], ctx.out)
+
+
+def capture_rollouts(recipe: Recipe, rollout_dir: Path, out_dir: Path) -> dict:
+    """Capture the states of every rollout of the artifact in `rollout_dir` (any rollout artifact: the rollout
+    stage's, or one an ablation or search stage wrote) into `out_dir`; a finished capture returns its summary
+    without loading the model.
 
     Everything that can refuse the capture (other settings in the directory, rollouts of other weights, a disk
     too small) is checked before the model is loaded: loading a large model takes minutes."""
-    run_dir = Path(run_dir)
-    out_dir = run_dir / "capture"
+    out_dir = Path(out_dir)
     meta_path = out_dir / "metadata.json"
     cfg = recipe.capture
     fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision)
@@ -33,11 +39,8 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
         check_compatible(meta, expected, out_dir)
         if meta.get("complete"):
             return _summary(meta, out_dir)
-    rollouts_path = run_dir / "rollouts.parquet"
-    if not rollouts_path.exists():
-        raise RewardscopeError(f"{rollouts_path}: file not found (run the `rollout` stage first)")
-    rollouts = read_parquet(rollouts_path)
-    sampled_by = (rollouts.schema.metadata or {}).get(MODEL_KEY, b"").decode() or None
+    rollouts, sampled_by = read_rollouts(rollout_dir)
+    rollouts_path = Path(rollout_dir) / ROLLOUTS_FILE
     if None not in (sampled_by, fingerprint) and sampled_by != fingerprint:
         raise RewardscopeError(
             f"{rollouts_path}: sampled from other weights of {recipe.model.name!r} ({sampled_by}, now {fingerprint}: "

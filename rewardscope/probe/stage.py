@@ -1,6 +1,7 @@
 """Stage `probe`: value probes on every captured layer, the pruning sweep and the value neurons (method.md 2-3).
 
-Reads run_dir/capture/ through CaptureReader only and writes run_dir/probe/ (docs/artifacts.md, docs/probes.md):
+Reads a capture artifact through rewardscope.readers only and writes its own artifact (docs/artifacts.md,
+docs/probes.md):
   results.json        per-layer held-out AUROC at s0, step ends and the last token, with 95% CIs over problems,
                       n, a p-value and whether it survives a Holm correction over the table; for the main probe
                       (probe.td_lambda) and for TD(0) and Monte-Carlo side by side, their paired difference; the
@@ -19,8 +20,8 @@ and the scored states of validation and held-out problems, [layers, rows, hidden
 on the training device (model.device) if at least one layer fits in half its free memory, else in CPU memory
 with each batch copied over; a group is as many layers as fit. All probes of a group train as one batched fit.
 
-Resume: the groups are fixed on the first run (probe/layers/plan.json) and each finished layer is saved in
-probe/layers/; an interrupted stage redoes the groups with a missing layer, as they were, so its results are
+Resume: the groups are fixed on the first run (layers/plan.json) and each finished layer is saved in
+layers/; an interrupted stage redoes the groups with a missing layer, as they were, so its results are
 bit-identical to an uninterrupted run's. results.json is written last; once it exists the stage is a no-op.
 """
 
@@ -28,18 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from rewardscope.capture.reader import CaptureReader
 from rewardscope.config import Recipe
 from rewardscope.errors import RewardscopeError
 from rewardscope.io import atomic_path, read_json, write_json
@@ -50,8 +48,7 @@ from rewardscope.probe.metrics import (
 )
 from rewardscope.probe.sweep import pruning_sweep, value_neurons
 from rewardscope.probe.targets import Trajectories, read_index, split_problems, trajectories_from_index
-
-LOAD_CHUNK = 16384  # rows per CaptureReader.load: bounds the float32 copy it returns
+from rewardscope.readers import CaptureReader, load_states, placement
 
 
 def lambda_label(td_lambda: float) -> str:
@@ -106,13 +103,20 @@ def check_settings(cfg, sweep) -> None:
     LayerwiseValueProbes.from_config(cfg)._check_params()  # fail before any state is loaded
 
 
-def run(recipe: Recipe, run_dir: Path) -> dict:
-    out = Path(run_dir) / "probe"
+def run(ctx) -> dict:
+    """The pipeline stage (rewardscope.stages): the capture artifact -> this probe artifact."""
+    return probe(ctx.recipe, ctx.inputs["capture"], ctx.out)
+
+
+def probe(recipe: Recipe, capture_dir: Path, out: Path) -> dict:
+    """Probe the capture in `capture_dir` into `out` (the files above); returns the summary. Resumes an
+    interrupted stage; a finished one (results.json) returns its summary at once."""
+    out = Path(out)
     if (out / "results.json").exists():
         return read_json(out / "results.json")["summary"]
     cfg, sweep = recipe.probe, recipe.sweep
     check_settings(cfg, sweep)
-    reader = CaptureReader(Path(run_dir) / "capture")
+    reader = CaptureReader(capture_dir)
     where = str(reader.capture_dir / "index.parquet")
     if cfg.level == "token" and reader.metadata["positions"] != "all":
         raise RewardscopeError(
@@ -131,7 +135,7 @@ def run(recipe: Recipe, run_dir: Path) -> dict:
     group_size, storage = placement(len(rows) * reader.hidden_size * dtype.itemsize, device)
     groups = _groups(parts / "plan.json", layers, group_size)
     todo = [g for g in groups if not all((parts / f"layer_{layer:03d}.json").exists() for layer in g)]
-    for group in tqdm(todo, desc="probe: layer groups", disable=not todo):
+    for group in tqdm(todo, desc="probe: layer groups", disable=None if todo else True):
         X = load_states(reader, group, rows, storage)
         _probe_group(X, group, swept, lambdas, split, boot, recipe, device, parts)
         del X
@@ -161,45 +165,6 @@ def _chosen(wanted, available: list[int], key: str, what: str) -> list[int]:
     if missing:
         raise RewardscopeError(f"{key}: layer {missing[0]} was not {what} ({what}: {available})")
     return sorted(set(wanted))
-
-
-def placement(bytes_per_layer: int, device: torch.device) -> tuple[int, torch.device]:
-    """(layers per group, where their states live): the training device if a layer fits in half its free
-    memory (the other half is for batches, activations and whoever else uses it), else CPU memory."""
-    for where in dict.fromkeys([device, torch.device("cpu")]):
-        budget = _free_memory(where) // 2
-        if bytes_per_layer <= budget:
-            return max(1, budget // max(bytes_per_layer, 1)), where
-    raise RewardscopeError(
-        f"probe: one layer's states take {bytes_per_layer / 2**30:.1f} GiB, more than half the free memory: "
-        "use probe.level=step with capture.positions=steps, or fewer rollouts"
-    )
-
-
-def _free_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-
-
-def load_states(reader: CaptureReader, layers: list[int], rows: np.ndarray, device: torch.device) -> torch.Tensor:
-    """States [len(layers), len(rows), hidden] of capture rows `rows`, in the capture's dtype, on `device`."""
-    dtype = getattr(torch, reader.metadata["dtype"])
-    X = torch.empty(len(layers), len(rows), reader.hidden_size, dtype=dtype, device=device)
-    with tqdm(total=len(layers) * len(rows), desc="probe: load states", unit="state", leave=False) as bar:
-        for i, layer in enumerate(layers):
-            for start in range(0, len(rows), LOAD_CHUNK):
-                chunk = rows[start : start + LOAD_CHUNK]
-                X[i, start : start + len(chunk)] = reader.load(layer, chunk).to(device, dtype)
-                bar.update(len(chunk))
-    return X
 
 
 def _probe_group(X, group, swept, lambdas, split: Split, boot, recipe, device, parts: Path) -> None:
@@ -377,21 +342,3 @@ def _summary(results: dict, out: Path) -> dict:
             "chosen_layer": chosen, "chosen_by": SELECTED_BY,
             "significant_cells": {label: c["significant"] for label, c in results["multiple_comparisons"].items()},
             "path": str(out)}
-
-
-def load_probes(path: Path, layers: list[int], label: str | None = None, device: str = "cpu"):
-    """The `label` probes (default: the main ones) of `layers` from a probes.safetensors; probe i reads
-    layer i of the states it is given. Returns (probes, label)."""
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata()
-        label = label or meta["main"]
-        saved = json.loads(meta["layers"])
-        missing = [layer for layer in layers if layer not in saved]
-        if missing:
-            raise RewardscopeError(f"{path}: no probe for layer {missing[0]} (probed: {saved})")
-        per_probe = []
-        for layer in layers:
-            prefix = f"{label}/layer_{layer:03d}/"
-            per_probe.append({k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)})
-    params = {**json.loads(meta["params"]), "td_lambda": json.loads(meta["td_lambda"])[label], "device": device}
-    return LayerwiseValueProbes.from_state_tensors(params, per_probe), label

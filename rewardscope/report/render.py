@@ -63,8 +63,14 @@ def write_report(run_dir: Path, out: Path | None = None, *, strict: bool = False
     if not run_dir.is_dir():
         raise RewardscopeError(f"{run_dir}: no such run directory")
     out = Path(out) if out is not None else run_dir / "report.html"
+    from rewardscope.stages import STAGES
+
+    # The registry's stages first, in pipeline order, then sections of commands outside it (transfer).
+    order = [s.report for s in STAGES.values() if s.report in SECTIONS]
+    order += [key for key in SECTIONS if key not in order]
     sections: list[Section] = []
-    for key, fn in SECTIONS.items():
+    for key in order:
+        fn = SECTIONS[key]
         try:
             sec = fn(run_dir)
         except Exception as e:  # noqa: BLE001 - one broken artifact should not cost the whole report
@@ -159,7 +165,7 @@ def render_html(run_dir: Path, sections: list[Section], fig_dir: Path, out: Path
         body.append(html)
     if not sections:
         body.append('<div class="notes"><p>No stage has written results in this run directory yet '
-                    "(rollouts/summary.json, probe/results.json, transfer/*.json).</p></div>")
+                    "(rollout/rollouts/summary.json, probe/results.json, transfer/*.json).</p></div>")
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -200,7 +206,7 @@ def header_html(run_dir: Path) -> str:
     model, data, rollout = cfg.get("model") or {}, cfg.get("data") or {}, cfg.get("rollout") or {}
     facts: list[tuple[str, str]] = [("run directory", str(run_dir.resolve()))]
     capture = load_json(run_dir / "capture" / "metadata.json") or {}
-    fp = capture.get("model_fingerprint") or (load_json(run_dir / "rollouts" / "recipe.json") or {}).get(
+    fp = capture.get("model_fingerprint") or (load_json(run_dir / "rollout" / "rollouts" / "recipe.json") or {}).get(
         "model_fingerprint")
     m = model.get("name") or capture.get("model") or "?"
     if model.get("revision"):
@@ -219,7 +225,7 @@ def header_html(run_dir: Path) -> str:
         if data.get(key) is not None:
             ds += f", {key} {data[key]}"
     facts.append(("dataset", ds))
-    ro = results.get("rollout") or load_json(run_dir / "rollouts" / "summary.json") or {}
+    ro = results.get("rollout") or load_json(run_dir / "rollout" / "rollouts" / "summary.json") or {}
     if ro:
         facts.append(("rollouts", f"{ro.get('n_problems')} problems x {rollout.get('n', '?')} = "
                                   f"{ro.get('n_rollouts')} rollouts; temperature {rollout.get('temperature')}, "

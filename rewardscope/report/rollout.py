@@ -11,9 +11,9 @@ from rewardscope.report.style import COLORS, new_figure, styled, to_png
 
 
 def rollout_summary(run_dir: Path) -> dict | None:
-    """rollouts/summary.json, else the `rollout` entry of results.json, else None."""
+    """rollout/rollouts/summary.json, else the `rollout` entry of results.json, else None."""
     run_dir = Path(run_dir)
-    summary = load_json(run_dir / "rollouts" / "summary.json")
+    summary = load_json(run_dir / "rollout" / "rollouts" / "summary.json")
     if summary is None:
         summary = (load_json(run_dir / "results.json") or {}).get("rollout")
     return summary if isinstance(summary, dict) and "accuracy" in summary else None
@@ -21,7 +21,7 @@ def rollout_summary(run_dir: Path) -> dict | None:
 
 def per_problem_correct(run_dir: Path) -> tuple[np.ndarray, int] | None:
     """(correct rollouts of each problem, rollouts per problem) from rollouts.parquet, or None."""
-    path = Path(run_dir) / "rollouts.parquet"
+    path = Path(run_dir) / "rollout" / "rollouts.parquet"
     if not path.is_file():
         return None
     import pyarrow.parquet as pq

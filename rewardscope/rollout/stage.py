@@ -30,6 +30,7 @@ from rewardscope.errors import RewardscopeError
 from rewardscope.grading import Grader
 from rewardscope.io import read_json, read_parquet, write_json, write_parquet
 from rewardscope.models import context_length, load_from_config, model_fingerprint
+from rewardscope.readers import ELAPSED_KEY, MODEL_KEY, ROLLOUTS_FILE
 from rewardscope.rollout import hf, vllm_backend
 from rewardscope.rollout.steps import step_ends
 from rewardscope.stats import wilson_interval  # noqa: F401 (re-exported: tests and callers import it here)
@@ -51,13 +52,16 @@ SCHEMA = pa.schema([
     ("reward", pa.float32()),
     ("reward_reason", pa.string()),
 ])
-ELAPSED_KEY = b"rewardscope.elapsed_s"  # parquet metadata: seconds spent generating and grading the rows
-MODEL_KEY = b"rewardscope.model_fingerprint"  # parquet metadata: the weights that sampled the rows ("" unknown)
 RECIPE_SECTIONS = ("model", "data", "prompt", "rollout", "grade")  # what the rows depend on
 
 
-def run(recipe: Recipe, run_dir: Path) -> dict:
-    """The pipeline stage: rollouts.parquet and its summary; a finished stage returns its saved summary."""
+def run(ctx) -> dict:
+    """The pipeline stage (rewardscope.stages): this rollout artifact."""
+    return sample(ctx.recipe, ctx.out)
+
+
+def sample(recipe: Recipe, run_dir: Path) -> dict:
+    """rollouts.parquet and its summary in `run_dir`; a finished stage returns its saved summary."""
     summary_path = Path(run_dir) / "rollouts" / "summary.json"
     if summary_path.exists():  # rollout() makes the same check when there is work left
         fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision)
@@ -76,7 +80,7 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
     after shard k is written.
     """
     cfg, run_dir = recipe.rollout, Path(run_dir)
-    out, shard_dir = run_dir / "rollouts.parquet", run_dir / "rollouts"
+    out, shard_dir = run_dir / ROLLOUTS_FILE, run_dir / "rollouts"
     if model is None:
         fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision)
     else:  # a model object: its own folder if it came from one
@@ -106,7 +110,7 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
             check_context({k * size + i: p for k in todo for i, p in enumerate(prompts[k])}, problems, tokenizer,
                           cfg.max_new_tokens, context)
             done = len(problems) - sum(len(shards[k]) for k in todo)
-            with tqdm(total=len(problems), initial=done, unit="problem", desc="rollout") as bar:
+            with tqdm(total=len(problems), initial=done, unit="problem", desc="rollout", disable=None) as bar:
                 for k in todo:
                     table = _shard(recipe, shards[k], prompts[k], k * size, k, generate, tokenizer, graders)
                     write_parquet(paths[k], table)

@@ -19,17 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from rewardscope.capture.reader import CaptureReader
 from rewardscope.errors import RewardscopeError
-from rewardscope.io import read_json, write_json
+from rewardscope.io import write_json
 from rewardscope.models import resolve_device
 from rewardscope.probe.metrics import POSITIONS, HeldOut, ProblemBootstrap, evaluate, paired_difference
-from rewardscope.probe.stage import load_probes, load_states, placement
 from rewardscope.probe.sweep import kept_count, rank_dims
 from rewardscope.probe.targets import read_index
+from rewardscope.readers import CaptureReader, ProbeReader, load_states, placement
 from rewardscope.transfer.overlap import overlap
 
 
@@ -37,29 +35,29 @@ def transfer_runs(run_a, run_b, out=None) -> dict:
     """Compare two finished runs; writes the full tables to `out` (default RUN_A/transfer/<RUN_B>.json) and
     returns a summary (means over layers, the path)."""
     run_a, run_b = Path(run_a), Path(run_b)
-    a, b = _probe_run(run_a), _probe_run(run_b)
-    shape_a, shape_b = (a["hidden_size"], a["num_layers"]), (b["hidden_size"], b["num_layers"])
+    a, b = (ProbeReader(run / "probe") for run in (run_a, run_b))
+    shape_a, shape_b = (a.hidden_size, a.num_layers), (b.hidden_size, b.num_layers)
     if shape_a != shape_b:
         raise RewardscopeError(
             f"{run_a} and {run_b} come from models of different shapes (hidden size, layers): {shape_a} vs "
             f"{shape_b}; value neurons and probes transfer only between models of the same shape"
         )
-    layers = sorted(set(a["layers"]) & set(b["layers"]))
+    layers = sorted(set(a.layers) & set(b.layers))
     if not layers:
-        raise RewardscopeError(f"{run_a} probed layers {a['layers']}, {run_b} layers {b['layers']}: none in common")
-    n = a["hidden_size"]
-    ratios = a["results"]["settings"]["sweep"]["ratios"]
+        raise RewardscopeError(f"{run_a} probed layers {a.layers}, {run_b} layers {b.layers}: none in common")
+    n = a.hidden_size
+    ratios = a.results["settings"]["sweep"]["ratios"]
     iou = {}
     for layer in layers:  # one layer's weights in memory at a time
-        order_a, order_b = (rank_dims(load_probes(run["probes"], [layer])[0].feature_scores_)[0] for run in (a, b))
+        order_a, order_b = (rank_dims(run.probes([layer])[0].feature_scores_)[0] for run in (a, b))
         rows = [{"ratio": r, **overlap(order_a[: kept_count(r, n)], order_b[: kept_count(r, n)], n)} for r in ratios]
-        neurons = [[d["dim"] for d in run["neurons"][str(layer)]] for run in (a, b)]
+        neurons = [[d["dim"] for d in run.value_neurons[str(layer)]] for run in (a, b)]
         iou[str(layer)] = {"by_ratio": rows, "value_neurons": overlap(*neurons, n)}
     result = {
-        "run_a": str(run_a), "run_b": str(run_b), "models": [a["model"], b["model"]], "layers": layers,
+        "run_a": str(run_a), "run_b": str(run_b), "models": [a.model, b.model], "layers": layers,
         "iou": iou, "probe_transfer": _probe_transfer(a, b, layers, run_b),
     }
-    seeds = [run["results"]["settings"]["probe"]["seed"] for run in (a, b)]
+    seeds = [run.results["settings"]["probe"]["seed"] for run in (a, b)]
     if seeds[0] == seeds[1]:
         # Both rankings start from the same initial W1; an undertrained probe's L1 column norms still carry
         # it, so the IoU can be far above chance with no shared signal (seen on the demo organism).
@@ -72,37 +70,16 @@ def transfer_runs(run_a, run_b, out=None) -> dict:
     return {**result["summary"], "path": str(path)}
 
 
-def _probe_run(run: Path) -> dict:
-    probe_dir = run / "probe"
-    if not (probe_dir / "results.json").exists():
-        raise RewardscopeError(f"{run}: no finished probe stage ({probe_dir / 'results.json'} missing): "
-                               "run `rewardscope probe` for it first")
-    with safe_open(probe_dir / "probes.safetensors", framework="pt") as f:
-        meta = f.metadata()
-    results = read_json(probe_dir / "results.json")
-    if (probe_dir / "split.json").exists():
-        split = read_json(probe_dir / "split.json")
-        trained_on = set(split["train"]) | set(split["validation"])
-    else:  # a run made before split.json existed: every captured problem that was not held out
-        index = CaptureReader(run / "capture").index
-        trained_on = set(index.column("problem_id").to_pylist()) - set(results["split"]["held_out_problems"])
-    return {
-        "run": run, "probes": probe_dir / "probes.safetensors", "results": results, "trained_on": trained_on,
-        "neurons": read_json(probe_dir / "value_neurons.json")["layers"], "layers": json.loads(meta["layers"]),
-        "hidden_size": int(meta["hidden_size"]), "num_layers": int(meta["num_layers"]), "model": meta["model"],
-    }
-
-
-def _probe_transfer(a: dict, b: dict, layers: list[int], run_b: Path) -> dict:
+def _probe_transfer(a: ProbeReader, b: ProbeReader, layers: list[int], run_b: Path) -> dict:
     """A's main probe and B's own on B's captured states, layer by layer (in groups that fit in memory), on the
     problems A never trained on."""
     reader = CaptureReader(run_b / "capture")
     where = str(reader.capture_dir / "index.parquet")
     cols = read_index(reader.index, where)
     problem = cols["problem_id"].astype(str)
-    unseen = ~np.isin(problem, list(a["trained_on"]))
-    held = np.isin(problem, b["results"]["split"]["held_out_problems"])
-    settings = b["results"]["settings"]["probe"]
+    unseen = ~np.isin(problem, a.split["train"] + a.split["validation"])
+    held = np.isin(problem, b.split["held_out"])
+    settings = b.results["settings"]["probe"]
     boot_seed, n_boot = settings.get("split_seed", settings["seed"]), settings["bootstrap"]
     held_outs, boots, dropped = {}, {}, {}
     for name, part in (("b_held_out", held), ("b_all", np.ones_like(held))):
@@ -121,11 +98,11 @@ def _probe_transfer(a: dict, b: dict, layers: list[int], run_b: Path) -> dict:
     device = resolve_device("auto")
     itemsize = getattr(torch, reader.metadata["dtype"]).itemsize
     group_size, storage = placement(len(rows) * reader.hidden_size * itemsize, device)
-    for start in tqdm(range(0, len(layers), group_size), desc="transfer: layer groups"):
+    for start in tqdm(range(0, len(layers), group_size), desc="transfer: layer groups", disable=None):
         group = layers[start : start + group_size]
         X = load_states(reader, group, rows, storage)
-        probe_a, _ = load_probes(a["probes"], group, device=str(device))
-        probe_b, _ = load_probes(b["probes"], group, device=str(device))
+        probe_a, _ = a.probes(group, device=str(device))
+        probe_b, _ = b.probes(group, device=str(device))
 
         def score(probe, name):
             return evaluate(probe.predict(X, local[name]).numpy(), held_outs[name], boots[name])
