@@ -1,0 +1,153 @@
+"""The grader's extractors on a real small model's responses, labelled by a person (no model at test time).
+
+tests/data/grading/smollm2_choice_responses.jsonl and smollm2_gsm8k_responses.jsonl hold SmolLM2-135M-Instruct's
+sampled responses (scripts/smollm2_responses.py; temperatures 0.7 and 1.0, top-p 0.95, 200 new tokens at most)
+with the answer a person reads in each (`label`; null: none can be told). Every row was labelled before any
+extractor was run on any of them; rows of split "heldout" measure the extractors, "tuning" rows may be used to
+change them. The labelling rules are in tests/data/grading/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from rewardscope.grading.audit import choice_agreement, read_cases
+from rewardscope.grading.answers import extract_number, same_number, whole_number
+from rewardscope.stats import wilson_interval
+
+DATA = Path(__file__).parent / "data" / "grading"
+CHOICE_FILE, GSM8K_FILE = DATA / "smollm2_choice_responses.jsonl", DATA / "smollm2_gsm8k_responses.jsonl"
+FIELDS = ("id", "dataset", "prompt", "response", "choices", "gold", "temperature", "finish_reason", "label", "split",
+          "note")
+CHOICE_DATASETS, TEMPERATURES, SPLITS = {"arc-easy", "commonsenseqa", "mmlu"}, {0.7, 1.0}, {"heldout", "tuning"}
+TARGET_CHOICE = 0.94  # held-out agreement the project asks of the letter extractor on real responses
+# First measurements (2026-12-01, the extractor as of commit 179392d), kept as floors against regressions:
+# choice held-out 63/84; extract_number held-out 3/42, and every row with a number label read right.
+FIRST_CHOICE_HELDOUT, FIRST_NUMBER_HELDOUT = (63, 84), (3, 42)
+
+
+def _figure(name: str, agree: int, n: int) -> str:
+    low, high = wilson_interval(agree / n, n)
+    return f"{name}: {agree}/{n} = {agree / n:.1%} [95% Wilson {low:.3f}, {high:.3f}]"
+
+
+def _rows(path: Path) -> list[dict]:
+    return read_cases(path, FIELDS)
+
+
+# ---- the files ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, datasets", [(CHOICE_FILE, CHOICE_DATASETS), (GSM8K_FILE, {"gsm8k"})])
+def test_files_are_well_formed(path, datasets):
+    rows = _rows(path)
+    with open(path, encoding="utf-8") as f:
+        assert sum(1 for line in f if line.strip()) == len(rows) + 1  # one header line, then the cases
+    assert len({r["id"] for r in rows}) == len(rows)
+    for r in rows:
+        assert set(r) >= set(FIELDS), r["id"]
+        assert r["dataset"] in datasets and r["temperature"] in TEMPERATURES and r["split"] in SPLITS, r["id"]
+        assert r["finish_reason"] in ("eos", "length"), r["id"]
+        assert r["id"].endswith(f"@t{r['temperature']}"), r["id"]
+        assert isinstance(r["prompt"], str) and r["prompt"].endswith("<|im_start|>assistant\n"), r["id"]
+        assert isinstance(r["response"], str), r["id"]
+        if r["dataset"] == "gsm8k":
+            assert r["choices"] is None and whole_number(r["gold"]) == r["gold"], r["id"]
+            assert r["label"] is None or whole_number(r["label"]) == r["label"], r["id"]
+        else:
+            letters = "ABCDEFGHIJ"[: len(r["choices"])]
+            assert 2 <= len(r["choices"]) <= 10 and all(isinstance(c, str) for c in r["choices"]), r["id"]
+            assert r["gold"] in letters and (r["label"] is None or r["label"] in letters), r["id"]
+    # Every dataset and temperature is in both splits, and about a third of the rows are tuning rows.
+    groups = Counter((r["dataset"], r["temperature"], r["split"]) for r in rows)
+    assert all(groups[(d, t, s)] > 0 for d in datasets for t in TEMPERATURES for s in SPLITS), groups
+    assert 0.25 <= sum(r["split"] == "tuning" for r in rows) / len(rows) <= 0.40
+    header = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    assert "header" in header
+
+
+def test_enough_labelled_responses():
+    choice, gsm8k = _rows(CHOICE_FILE), _rows(GSM8K_FILE)
+    assert len(choice) >= 100 and sum(r["split"] == "heldout" for r in choice) >= 60
+    assert len(gsm8k) >= 50
+
+
+# ---- multiple choice ----------------------------------------------------------------------------------------
+
+
+def _choice_report(split: str):
+    """choice_agreement on one split, printed with its interval, per dataset and temperature, and each miss."""
+    cases = [r for r in _rows(CHOICE_FILE) if r["split"] == split]
+    result = choice_agreement(cases)
+    missed = {c["id"] for c, _ in result.misses}
+    print()
+    print(_figure(f"choice {split}", result.agree, result.n))
+    for dataset in sorted(CHOICE_DATASETS):
+        for t in sorted(TEMPERATURES):
+            picked = [c for c in cases if c["dataset"] == dataset and c["temperature"] == t]
+            print(f"  {dataset:14} t={t}: {sum(c['id'] not in missed for c in picked)}/{len(picked)}")
+    labelled = [c for c in cases if c["label"] is not None]
+    print("  " + _figure("responses with a label", sum(c["id"] not in missed for c in labelled), len(labelled)))
+    nulls = [(c, letter) for c, (letter, _) in result.misses if c["label"] is None]
+    print(f"  null labels read as a letter: {len(nulls)}/{len(cases) - len(labelled)}, "
+          f"of which the gold letter (a reward of 1): {sum(letter == c['gold'] for c, letter in nulls)}")
+    for case, (letter, rule) in result.misses:
+        print(f"  disagrees: {case['id']} label {case['label']} extracted {letter} ({rule}) -- {case['note']}")
+    return result
+
+
+@pytest.mark.xfail(strict=True, reason="measured 63/84 = 75.0% [95% Wilson 0.648, 0.830] on the held-out "
+                   "responses: the extractor reads a letter in 19 of the 23 a person cannot assign an option")
+def test_choice_heldout_agreement():
+    result = _choice_report("heldout")
+    assert result.n >= 60 and result.rate >= TARGET_CHOICE
+
+
+def test_choice_heldout_not_below_first_measurement():
+    result = choice_agreement([r for r in _rows(CHOICE_FILE) if r["split"] == "heldout"])
+    assert result.n == FIRST_CHOICE_HELDOUT[1] and result.agree >= FIRST_CHOICE_HELDOUT[0]
+
+
+def test_choice_tuning_agreement_is_reported():
+    result = _choice_report("tuning")
+    assert result.n >= 30
+
+
+# ---- GSM8K --------------------------------------------------------------------------------------------------
+
+
+def _number_agrees(label: str | None, extracted: str | None) -> bool:
+    if label is None or extracted is None:
+        return label is None and extracted is None
+    return same_number(label, extracted)
+
+
+def test_gsm8k_extract_number_agreement():
+    """extract_number against the labels. By design it falls back to the last number of the text, so a response
+    cut off before any answer (most of this model's) gets a number where a person reads none."""
+    rows = _rows(GSM8K_FILE)
+    print()
+    counts = {}
+    for split in ("heldout", "tuning", None):
+        cases = [r for r in rows if split is None or r["split"] == split]
+        extracted = [extract_number(r["response"]) for r in cases]
+        agree = [_number_agrees(r["label"], e) for r, e in zip(cases, extracted)]
+        counts[split] = (sum(agree), len(agree))
+        print(_figure(f"gsm8k extract_number {split or 'all'}", sum(agree), len(agree)))
+        labelled = [a for r, a in zip(cases, agree) if r["label"] is not None]
+        nulls = [(r, e) for r, e in zip(cases, extracted) if r["label"] is None]
+        print(f"  rows with a number label: {sum(labelled)}/{len(labelled)}; null labels read as a number: "
+              f"{sum(e is not None for _, e in nulls)}/{len(nulls)}, of which the gold number: "
+              f"{sum(e is not None and same_number(e, r['gold']) for r, e in nulls)}")
+        if split is None:
+            for r, e, ok in zip(cases, extracted, agree):
+                if not ok:
+                    print(f"  disagrees: {r['id']} ({r['split']}, {r['finish_reason']}) label {r['label']} "
+                          f"extracted {e} -- {r['note']}")
+    # Every response a person reads a number in is read right; the rest of the floor is the last-number rule.
+    assert all(_number_agrees(r["label"], extract_number(r["response"])) for r in rows if r["label"] is not None)
+    assert counts["heldout"][1] == FIRST_NUMBER_HELDOUT[1] and counts["heldout"][0] >= FIRST_NUMBER_HELDOUT[0]
