@@ -38,7 +38,7 @@ from rewardscope.probe import (
     HeldOut, LayerwiseValueProbes, ProblemBootstrap, ValueProbe, evaluate, kept_count, pruning_sweep, random_dims,
     rank_dims, split_problems, trajectories_from_index,
 )
-from rewardscope.probe.metrics import POSITIONS
+from rewardscope.probe.metrics import SCORED_POSITIONS as POSITIONS
 from rewardscope.probe.targets import read_index
 
 

@@ -27,6 +27,7 @@ def _recipe_command(sub, name: str, help: str, aliases=()):
 
 def build_parser() -> argparse.ArgumentParser:
     from rewardscope.config import GradeConfig
+    from rewardscope.grading import grader_kinds
     from rewardscope.stages import ALIASES, STAGES
 
     parser = argparse.ArgumentParser(prog="rewardscope", description=__doc__.splitlines()[0])
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("grade", help="Grade rows with `pred` and `gold` (audit a grader on your data).")
     g.add_argument("input", help="JSONL with fields `pred` and `gold` (and `choices` for multiple choice)")
     g.add_argument("--out", required=True, help="output JSONL: each row with extracted answers and `equal`")
-    g.add_argument("--kind", choices=["math", "number", "choice", "organism"], default="math")
+    g.add_argument("--kind", choices=grader_kinds(), default="math")
     defaults = GradeConfig()  # one home for the grader's defaults: the recipe's grade section
     g.add_argument("--timeout", type=float, default=defaults.timeout_s,
                    help="seconds per math answer before it is judged wrong")

@@ -35,16 +35,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from rewardscope.config import Recipe
 from rewardscope.errors import RewardscopeError
-from rewardscope.io import atomic_path, read_json, write_json
+from rewardscope.io import read_json, write_json, write_safetensors
 from rewardscope.models import resolve_device
 from rewardscope.probe.estimator import LayerwiseValueProbes
 from rewardscope.probe.metrics import (
-    POSITIONS, HeldOut, ProblemBootstrap, evaluate, mark_holm, paired_difference, point_aurocs,
+    SCORED_POSITIONS as POSITIONS, HeldOut, ProblemBootstrap, evaluate, mark_holm, paired_difference, point_aurocs,
 )
 from rewardscope.probe.sweep import pruning_sweep, value_neurons
 from rewardscope.probe.targets import Trajectories, read_index, split_problems, trajectories_from_index
@@ -203,7 +203,7 @@ def _probe_group(X, group, swept, lambdas, split: Split, boot, recipe, device, p
     neurons = value_neurons(main.feature_scores_, sweep.value_neuron_fraction)
     for i, layer in enumerate(group):
         tensors = {f"{label}/{name}": t for label, p in probes.items() for name, t in p.state_tensors(i).items()}
-        _save_safetensors(parts / f"layer_{layer:03d}.safetensors", tensors)
+        write_safetensors(parts / f"layer_{layer:03d}.safetensors", tensors)
         write_json(parts / f"layer_{layer:03d}.json", {  # written last: marks the layer done
             "auroc": {label: t[i] for label, t in tables.items()},
             "validation_auroc": {label: {pos: v[pos][i] for pos in POSITIONS} for label, v in chosen_by.items()},
@@ -237,11 +237,6 @@ def _training(probe: LayerwiseValueProbes, i: int) -> dict:
             "validation_loss": validation[best - 1] if best and validation else None}
 
 
-def _save_safetensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-
-
 def _finish(out: Path, parts: Path, layers, lambdas, reader, split: Split, problems: dict, recipe: Recipe) -> dict:
     """Merge the layers' parts into the stage's files (results.json last) and remove the parts."""
     cfg, sweep = recipe.probe, recipe.sweep
@@ -253,7 +248,7 @@ def _finish(out: Path, parts: Path, layers, lambdas, reader, split: Split, probl
             label, name = key.split("/")
             tensors[f"{label}/layer_{layer:03d}/{name}"] = t
     estimator = {k: v for k, v in LayerwiseValueProbes.from_config(cfg).get_params().items() if k != "progress"}
-    _save_safetensors(out / "probes.safetensors", tensors, metadata={
+    write_safetensors(out / "probes.safetensors", tensors, metadata={
         "main": main,
         "td_lambda": json.dumps({lambda_label(lam): lam for lam in lambdas}),
         "params": json.dumps(estimator),

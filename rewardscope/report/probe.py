@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
+from rewardscope.probe.metrics import SCORED_POSITIONS as POSITIONS
 from rewardscope.report.core import (
     Figure, Html, Section, Table, ci_text, esc, excludes, f3, is_num, load_json, num, p_text, plural, signed,
     sorted_layers, table_html,
@@ -21,7 +22,6 @@ from rewardscope.report.style import (
     COLORS, POSITION_LABELS, POSITION_SHORT, WIDTH_IN, label_color, new_figure, styled, to_png,
 )
 
-POSITIONS = ("s0", "step_end", "last")
 CI_BOOT = "95% percentile bootstrap over held-out problems"
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from rewardscope.errors import RewardscopeError
 from rewardscope.io import write_json
 from rewardscope.models import resolve_device
-from rewardscope.probe.metrics import POSITIONS, HeldOut, ProblemBootstrap, evaluate, paired_difference
+from rewardscope.probe.metrics import SCORED_POSITIONS as POSITIONS, HeldOut, ProblemBootstrap, evaluate, paired_difference
 from rewardscope.probe.sweep import kept_count, rank_dims
 from rewardscope.probe.targets import read_index
 from rewardscope.readers import CaptureReader, ProbeReader, load_states, placement
