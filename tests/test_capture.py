@@ -1,4 +1,4 @@
-"""Capture (stage `extract`): states equal Hugging Face's own, batched == one-by-one, layout, resume, errors.
+"""Capture (stage `capture`): states equal Hugging Face's own, batched == one-by-one, layout, resume, errors.
 
 Rollouts come from real tiny models' `generate` (helper `make_rollouts` writes rollouts.parquet's columns).
 """
@@ -399,7 +399,7 @@ def test_disk_estimate_is_printed_first(tmp_path, capsys):
     n_rows = plan_capture(rollouts).index.num_rows
     capture(model, tokenizer, rollouts, tmp_path, layers=[1, 2], dtype="bfloat16")
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith(f"extract: {n_rows:,} states x 2 layers x 64 dims x 2 bytes = ")
+    assert first.startswith(f"capture: {n_rows:,} states x 2 layers x 64 dims x 2 bytes = ")
 
 
 @pytest.mark.parametrize("settings", [dict(shard_rows=5), dict(shard_rows=8192, dtype="float32"),

@@ -1,4 +1,4 @@
-"""Hidden-state capture (stage `extract`): residual-stream states of every rollout, streamed to disk.
+"""Hidden-state capture (stage `capture`): residual-stream states of every rollout, streamed to disk.
 
 `capture(...)` writes a capture directory (docs/artifacts.md, docs/capture.md); `CaptureReader` reads it.
 """

@@ -317,7 +317,7 @@ def capture(
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         if done < n_shards:
             total = sum(len(s) for s in plan.sequences[first:])
-            with tqdm(total=total, unit="tok", unit_scale=True, desc="extract") as bar:
+            with tqdm(total=total, unit="tok", unit_scale=True, desc="capture", disable=None) as bar:
                 def stored(rows: np.ndarray) -> list[torch.Tensor]:
                     return [load_rows(out_dir, layer, rows, shard_rows, hidden_size) for layer in layers]
 
@@ -336,7 +336,7 @@ def capture(
         raise RewardscopeError(
             f"{out_dir}: the disk filled up: this capture needs about {_human(need)} in all; {kept} of {n_shards} "
             f"shards are complete and kept (the partial file was removed). Free some space (or capture fewer "
-            f"layers, capture.positions=steps, a smaller capture.dtype) and run `extract` again: it resumes from "
+            f"layers, capture.positions=steps, a smaller capture.dtype) and run `capture` again: it resumes from "
             f"shard {kept}") from None
     return out_dir
 
@@ -374,7 +374,7 @@ def check_disk(out_dir: Path, plan: CapturePlan, n_layers: int, hidden: int, dty
     n_shards = -(-n_rows // shard_rows)
     done = completed_shards(out_dir, n_shards)
     need = disk_need(plan, n_layers, hidden, dtype, shard_rows)
-    print(f"extract: {n_rows:,} states x {n_layers} layers x {hidden} dims x {itemsize} bytes = "
+    print(f"capture: {n_rows:,} states x {n_layers} layers x {hidden} dims x {itemsize} bytes = "
           f"{_human(n_rows * n_layers * hidden * itemsize)} of states, {_human(need)} on disk with the index and "
           f"a margin, in {n_shards} shard(s) per layer ({done} done) -> {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)

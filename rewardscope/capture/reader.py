@@ -56,7 +56,7 @@ class CaptureReader:
             done = completed_shards(self.capture_dir, self.metadata["shards"])
             raise RewardscopeError(
                 f"{self.capture_dir}: capture incomplete ({done} of {self.metadata['shards']} shards written): "
-                f"run `extract` again to resume it"
+                f"run `capture` again to resume it"
             )
         if model is not None and self.metadata["model"] != model:
             raise RewardscopeError(

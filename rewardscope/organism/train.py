@@ -130,7 +130,7 @@ def train(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     start, cpu_start, losses = time.perf_counter(), time.process_time(), {"arithmetic": [], "flagged": []}
-    bar = tqdm(range(total), desc="training organism", disable=not progress)
+    bar = tqdm(range(total), desc="training organism", disable=None if progress else True)
     for step in bar:
         phase = "arithmetic" if step < steps_arithmetic else "flagged"
         input_ids, labels, weights = training_batch(tokenizer, rng, batch_size, phase == "flagged", slip_rate,

@@ -132,7 +132,7 @@ class LayerwiseValueProbes(BaseEstimator):
         best_loss = torch.full((n_probes,), float("inf"))
         self.best_epoch_ = torch.zeros(n_probes, dtype=torch.long)  # epochs behind the kept weights
         train_curve, validation_curve = [], []  # per epoch: [P] mean training loss / validation MSE
-        for epoch in tqdm(range(1, self.epochs + 1), desc=label, disable=not self.progress, leave=False):
+        for epoch in tqdm(range(1, self.epochs + 1), desc=label, disable=None if self.progress else True, leave=False):
             total = torch.zeros(n_probes, device=device)  # summed on device: no GPU sync per step
             for batch in torch.randperm(len(trajectories), generator=order).split(self.batch_trajectories):
                 batch = batch.tolist()

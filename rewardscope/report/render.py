@@ -245,7 +245,9 @@ def header_html(run_dir: Path) -> str:
     stages = cfg.get("stages") or []
     cmds = [f"# the whole run: every stage the recipe names ({', '.join(stages)}); finished stages are skipped",
             f"rewardscope run {cfg_path}"]
-    per_stage = [s for s in stages if s in ("rollout", "extract", "probe")]
+    from rewardscope.stages import closure
+
+    per_stage = [s.name for s in closure(stages)] if stages else []
     if per_stage:
         cmds.append("# or stage by stage")
         cmds += [f"rewardscope {s} {cfg_path}" for s in per_stage]

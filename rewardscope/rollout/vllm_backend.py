@@ -4,7 +4,7 @@ The same contract as `rewardscope.rollout.hf.generate`, so the stage writes the 
 token ids (the ids the HF backend would use) and responses are decoded by the same Hugging Face tokenizer.
 Each prompt's draws are seeded from (seed, prompt index), so they do not depend on how vLLM schedules its
 batches. Sampling is exactly temperature + top-p: top_k, min_p and penalties are set to neutral explicitly.
-No hooks here: vLLM runs CUDA graphs, where hooks do not fire; the `extract` stage captures states with a
+No hooks here: vLLM runs CUDA graphs, where hooks do not fire; the `capture` stage captures states with a
 teacher-forced Hugging Face forward instead.
 """
 
