@@ -100,9 +100,18 @@ def test_choice_responses_agreement():
     on, off = choice_agreement(heldout), choice_agreement(heldout, choice_fallback=False)
     everything = choice_agreement(cases)
     print(f"\nletter extractor, held out: {on} (without the fallback rule: {off}); all cases: {everything}")
+    # Round 2: written before the extractor learned ambiguity, option lists and option texts with explanations.
+    for split in ("heldout", "tuning"):
+        for round_ in (1, 2):
+            picked = [c for c in cases if c["split"] == split and c.get("round", 1) == round_]
+            print(f"  {split} round {round_}: {choice_agreement(picked)} "
+                  f"(without the fallback rule: {choice_agreement(picked, choice_fallback=False)})")
     for case, said in everything.misses:
         print("  disagrees:", case["split"], repr(case["response"]), "label", case["label"], "read", said)
-    assert len(heldout) >= 50 and on.rate >= TARGET_CHOICE and everything.rate >= TARGET_CHOICE
+    second = [c for c in heldout if c.get("round") == 2]
+    assert len(heldout) >= 90 and len(second) >= 40
+    assert on.rate >= TARGET_CHOICE and everything.rate >= TARGET_CHOICE
+    assert choice_agreement(second).rate >= TARGET_CHOICE
 
 
 OPTIONS = ("Paris", "London", "Rome", "Berlin")
@@ -122,9 +131,59 @@ OPTIONS = ("Paris", "London", "Rome", "Berlin")
     ("Step 1: 3 * 5 = 15, which matches (B).", "B", "fallback"),
     ("A bird can fly.", None, None),
     ("I think B.", "B", "fallback"),
+    # Answer statements naming different options: no answer a person can tell.
+    ("The answer is (B). London is in England. The answer is (D).", None, "ambiguous"),
+    ("The answer is (A) or (C).", None, "ambiguous"),
+    ("The answer is either B or D.", None, "ambiguous"),
+    ("The answer is either (X) or D.", None, "ambiguous"),
+    ("The answer is (C) B) London", None, "ambiguous"),
+    ("It is B. It is C.", None, "ambiguous"),
+    ("\\boxed{A}\n\nThe answer is (C).", None, "ambiguous"),
+    ("Paris is the correct answer. The answer is (C).", None, "ambiguous"),
+    # ... unless the later one corrects the earlier; a question is no statement; a denial names no option.
+    ("The answer is (B). Wait, no: the answer is (C).", "C", "marked"),
+    ("I think the answer is (A). Actually, the answer is (D).", "D", "marked"),
+    ("So A? No, it's C.", "C", "stated"),
+    ("The answer is (C) Rome, not (A) Paris.", "C", "marked"),
+    ("The answer is A, B is wrong.", "A", "marked"),
+    ("The answer is (B). The answer is (B).", "B", "marked"),
+    # An opening option line is superseded by a later statement.
+    ("A) Paris\n\nThe correct answer is (C) Rome.", "C", "marked"),
+    # Cut off (ends mid-sentence): weighing another option again after the answer, or only explaining it.
+    ("The answer is (C) Rome. Rome is old, but (A) Paris is also", None, "ambiguous"),
+    ("The answer is (C) Rome. Rome has been the capital since", "C", "marked"),
+    # A list of options is no pick: no opening, no fallback.
+    ("A) Paris\nB) London\nC) Rome\nD) Berlin", None, None),
+    ("(A) Paris (B) London (C) Rome: which one?", None, None),
+    ("Options:\n(A) Paris\n(B) London\nWhich is it, A or B?", None, None),
+    ("(B) London is not the capital of France.", None, None),
+    ("(B) London is the capital of England.", "B", "opening"),
+    ("A:", None, None),  # the answer prefix "Answer:", not option A
+    ("A: The answer is (D).", "D", "marked"),
+    # An option's text, with punctuation or an explanation after it, or stated as the answer.
+    ("The answer is Rome, because it is in Italy.", "C", "text"),
+    ("Rome. It is in Italy.", "C", "text"),
+    ("The answer is (X) = Rome", "C", "text"),
+    ("Berlin is the most suitable answer.", "D", "text"),
+    ("The answer is Rome or Berlin.", None, None),
+    ("Rome, Berlin and Paris are capitals.", None, None),
 ])
 def test_choice_reads_what_a_person_reads(text, letter, rule):
     assert choice_with_rule(text, OPTIONS) == (letter, rule)
+
+
+def test_choice_text_answer_needs_one_option():
+    assert choice_with_rule("A bar graph is the best answer.", ("bar graph", "line graph")) == ("A", "text")
+    assert choice_with_rule("The answer is (X) = 1", ("3", "2", "1", "4")) == ("C", "text")
+    assert choice_with_rule("The answer is red apple, since", ("red", "red apple")) == ("B", "text")  # the longest
+
+
+def test_choice_ambiguous_is_its_own_reason():
+    texts = ["The answer is (B). The answer is (D).", "The answer is (B) or (D).", "The answer is (B)."]
+    for fallback in (True, False):
+        verdicts = Grader("choice", choice_fallback=fallback).grade(texts, ["B"] * 3, [OPTIONS] * 3)
+        assert [(v.extracted, v.reason) for v in verdicts] == [(None, "ambiguous"), (None, "ambiguous"),
+                                                               ("B", "correct")]
 
 
 def test_choice_fallback_is_recorded_and_can_be_switched_off():
@@ -139,7 +198,10 @@ def test_choice_fallback_is_recorded_and_can_be_switched_off():
 
 
 @pytest.mark.parametrize("text", ["so " * 7000, "the answer is " * 2000, "option " * 3000, "it is definitely " * 1500,
-                                  "I would say " * 2000, "answer: " * 3000, "A " * 10000])
+                                  "I would say " * 2000, "answer: " * 3000, "A " * 10000, "answer to the " * 3000,
+                                  "the answer to this question is " * 1500, "(A) or " * 5000, "A) x\n" * 8000,
+                                  "Paris is the correct answer " * 1500, "\\boxed{" * 8000, "the answer is (X) " * 3000,
+                                  "So B? " * 5000, "wait, " * 8000, "Paris, " * 6000, "x" * 60000])
 def test_choice_extraction_stays_linear_on_long_responses(text):
     # It runs in the caller's process with no deadline: a quadratic regex would stall a rollout for minutes
     # (these took 1.5-25 s before the look-aheads were bounded, 0.05-0.15 s after).

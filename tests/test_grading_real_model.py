@@ -5,6 +5,11 @@ sampled responses (scripts/smollm2_responses.py; temperatures 0.7 and 1.0, top-p
 with the answer a person reads in each (`label`; null: none can be told). Every row was labelled before any
 extractor was run on any of them; rows of split "heldout" measure the extractors, "tuning" rows may be used to
 change them. The labelling rules are in tests/data/grading/README.md.
+
+The choice held-out figure is no longer a clean held-out measurement: the project saw the held-out failure list
+(a report listed the 21 held-out misses of the first measurement, with reasons) before the letter extractor was
+changed for ambiguity, option lists and option texts (developed on the tuning rows and on
+tests/data/grading/choice_responses.jsonl), and the brief for that change described those misses.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ FIELDS = ("id", "dataset", "prompt", "response", "choices", "gold", "temperature
           "note")
 CHOICE_DATASETS, TEMPERATURES, SPLITS = {"arc-easy", "commonsenseqa", "mmlu"}, {0.7, 1.0}, {"heldout", "tuning"}
 TARGET_CHOICE = 0.94  # held-out agreement the project asks of the letter extractor on real responses
-# First measurements (2026-12-01, the extractor as of commit 179392d), kept as floors against regressions:
-# choice held-out 63/84; extract_number held-out 3/42, and every row with a number label read right.
+# First measurements (2026-12-01, the extractor as of commit 179392d): choice held-out 63/84; extract_number
+# held-out 3/42, and every row with a number label read right. The choice floor against regressions is the
+# measurement after the ambiguity rules (70/84, measured once; not clean: see above).
 FIRST_CHOICE_HELDOUT, FIRST_NUMBER_HELDOUT = (63, 84), (3, 42)
+CHOICE_HELDOUT_FLOOR = (70, 84)
 
 
 def _figure(name: str, agree: int, n: int) -> str:
@@ -100,8 +107,10 @@ def _choice_report(split: str):
     return result
 
 
-@pytest.mark.xfail(strict=True, reason="measured 63/84 = 75.0% [95% Wilson 0.648, 0.830] on the held-out "
-                   "responses: the extractor reads a letter in 19 of the 23 a person cannot assign an option")
+@pytest.mark.xfail(strict=True, reason="measured 70/84 = 83.3% [95% Wilson 0.739, 0.898] on the held-out "
+                   "responses after the ambiguity rules (63/84 before; not a clean held-out figure, the failure list "
+                   "had been seen): 7 of the 23 null labels still read as a letter, and 7 of the 61 labelled "
+                   "responses now missed (4 of them called ambiguous)")
 def test_choice_heldout_agreement():
     result = _choice_report("heldout")
     assert result.n >= 60 and result.rate >= TARGET_CHOICE
@@ -110,11 +119,22 @@ def test_choice_heldout_agreement():
 def test_choice_heldout_not_below_first_measurement():
     result = choice_agreement([r for r in _rows(CHOICE_FILE) if r["split"] == "heldout"])
     assert result.n == FIRST_CHOICE_HELDOUT[1] and result.agree >= FIRST_CHOICE_HELDOUT[0]
+    assert result.n == CHOICE_HELDOUT_FLOOR[1] and result.agree >= CHOICE_HELDOUT_FLOOR[0]
 
 
 def test_choice_tuning_agreement_is_reported():
     result = _choice_report("tuning")
-    assert result.n >= 30
+    assert result.n >= 30 and result.agree >= 43  # 30/44 at the first measurement, 43/44 after the ambiguity rules
+
+
+def test_choice_agreement_without_the_fallback_is_reported():
+    """The same agreement with the last-resort fallback rule off (`choice_fallback=False`)."""
+    print()
+    for split in ("heldout", "tuning"):
+        cases = [r for r in _rows(CHOICE_FILE) if r["split"] == split]
+        on, off = choice_agreement(cases), choice_agreement(cases, choice_fallback=False)
+        print(_figure(f"choice {split} without the fallback", off.agree, off.n), f"(with it: {on})")
+        assert off.n == on.n
 
 
 # ---- GSM8K --------------------------------------------------------------------------------------------------

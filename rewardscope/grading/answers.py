@@ -115,23 +115,58 @@ def _label_to_letter(label: str) -> str:
     return CHOICE_LETTERS[int(label) - 1] if label.isdigit() else label.upper()
 
 
+_OPTION_PUNCT = re.compile(r"[\s*_.:;,!?\"'`()$]+")
+
+
 def _option_text(text: str) -> str:
-    return re.sub(r"[\s*_.:;,!?\"'`()$]+", " ", text).strip().lower()
+    return _OPTION_PUNCT.sub(" ", text).strip().lower()
 
 
 # Words between an answer phrase and its letter that do not change it: "the answer is definitely (C)". At most
 # three, so that a run of them ("so so so ...") costs each match a bounded look-ahead: extraction stays linear.
 _FILLER = (r"(?:(?:definitely|actually|indeed|clearly|probably|likely|most\s+likely|certainly|surely|obviously|"
            r"undoubtedly|therefore|thus|hence|then|so|just|simply|option|choice|letter|answer)[\s,:]{1,3}){0,3}")
-# An answer announced: "the answer is", "answer:", "the correct option is", "my final choice:", "answer must be".
-_CHOICE_MARK = re.compile(r"\b(?:answer|option|choice|response)\s*(?:is|would\s+be|should\s+be|must\s+be|will\s+be|"
-                          r"[:=\-])\s*:?\s*", re.IGNORECASE)
-# A letter stated as chosen: "C is the correct option", "it's A", "I'd pick (B)", "so C.", "option D is correct".
+# An answer announced: "the answer is", "answer:", "the correct option is", "my final choice:", "answer must be";
+# and, with at most 60 characters of the same sentence between, "the answer to this question is", "the most
+# suitable option to use here is".
+_COPULA = r"(?:is|would\s+be|should\s+be|must\s+be|will\s+be)"
+_CHOICE_MARK = re.compile(rf"\b(?:answer|option|choice|response)\s*(?:{_COPULA}|[:=\-])\s*:?\s*|"
+                          rf"\b(?:answer|option|choice)\s+(?:to|for|of|in|that|which|we|I|you)\b[^.!?\n]{{0,60}}?"
+                          rf"\s{_COPULA}\s+", re.IGNORECASE)
+# A letter stated as chosen: "C is the correct option", "it's A", "I'd pick (B)", "so C.", "is option D".
 _BEFORE = (r"(?:\b(?:it\s+is|it's|it’s|it\s+must\s+be|it\s+has\s+to\s+be|it\s+should\s+be|it\s+would\s+be|"
            r"(?:I|we)(?:'ll|'d|\s+will|\s+would)?\s+(?:say|pick|choose|select|go\s+with|answer)|"
-           r"(?:so|thus|hence|therefore)[,:]?|(?:is|matches|gives|means)\s+(?:option|choice)|"
-           r"(?:option|choice)))\s+")
+           r"(?:so|thus|hence|therefore)[,:]?|(?:is|matches|gives|means)\s+(?:option|choice)))\s+")
 _AFTER = r"\s+(?:is|seems|must\s+be|would\s+be)\s+(?:the\s+)?(?:correct|right|best|answer|true)"
+# "option A" alone is a statement only where the sentence or clause ends with it ("Paris, option A, is the
+# answer"), not where it names an option being discussed ("option B (ability to ...) only has D").
+_OPTION_NAMED = r"\b(?:option|choice)\s+"
+# An option's text stated as the answer: "A bar graph is the most suitable answer", "Paris is correct".
+_TEXT_STATED = re.compile(r"\s+(?:is|seems\s+to\s+be|must\s+be|would\s+be)\s+(?:the\s+)?(?:(?:correct|right|best|"
+                          r"true|only|final|most\s+(?:suitable|appropriate|likely|accurate|reasonable))\s+)?"
+                          r"(?:answer|option|choice)\b|\s+is\s+(?:correct|right)\b", re.IGNORECASE)
+# A change of mind just before an answer statement (same sentence): it withdraws the earlier statements.
+_CORRECTION = re.compile(r"\b(?:wait|actually|on\s+second\s+thoughts?|correction|I\s+mean|I\s+was\s+wrong|"
+                         r"scratch\s+that|instead|change[sd]?\s+my\s+mind)\b|\bno\s*[,:;.!—-]", re.IGNORECASE)
+# What may follow an option's text given as the answer: the end, punctuation, or an explanation.
+_TEXT_END = re.compile(r"\s*(?:$|[.,;:!)\]\n]|[-–—]\s)|\s+(?:because|since|as|which|who|that|so|for|this|it|"
+                       r"given|due)\b", re.IGNORECASE)
+_ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)  # "A bar graph": option "bar graph"
+_PLACEHOLDER = re.compile(r"\s*(?:\(X\)|X(?![\w'’]))\s*(?:[=:\-]|is\b)?\s*")  # the instruction's "(X)": "(X) = 1"
+_LINE_OPENING = re.compile(r"[ \t]*(?:(?:the|my|final|correct|best|right)[ \t]+)*", re.IGNORECASE)
+_SENTENCE_END = ".!?\n"
+_TERMINAL = ".!?)]}\"'”’*`"  # a response ending otherwise ends mid-sentence: it may have been cut off
+
+
+class _Statement:
+    """An answer statement: where it ends, the option(s) it names, by which rule, and whether it corrects."""
+    __slots__ = ("end", "letters", "rule", "corrects")
+
+    def __init__(self, end: int, letters: frozenset, rule: str, corrects: bool):
+        self.end, self.letters, self.rule, self.corrects = end, letters, rule, corrects
+
+
+_RULE_ORDER = ("boxed", "marked", "stated", "text")
 
 
 def extract_choice(text: str, choices: tuple[str, ...] | None = None) -> str | None:
@@ -141,62 +176,205 @@ def extract_choice(text: str, choices: tuple[str, ...] | None = None) -> str | N
 
 def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
                      fallback: bool = True) -> tuple[str | None, str | None]:
-    """(letter, rule) of the answer a response chooses; the first rule that finds a valid label wins:
+    """(letter, rule) of the answer a response chooses, or (None, None), or (None, "ambiguous").
 
-    boxed      the last \\boxed{B}
-    marked     the last "answer is (B)" / "Answer: B" / "the correct option is B" with a valid label (so the
-               instruction's placeholder echoed after a real answer, "The answer is (X)", does not erase it);
-               words like "definitely", "actually", "indeed" may stand between
-    stated     the last letter stated as chosen: "C is the correct option", "so I think it's A", "I'll say C"
+    The response's *answer statements* are collected first:
+    boxed      \\boxed{B}
+    marked     "answer is (B)" / "Answer: B" / "the correct option is B" / "the answer to this question is B",
+               words like "definitely", "actually", "indeed" may stand between; the placeholder "(X)" is none
+    stated     a letter stated as chosen: "C is the correct option", "so I think it's A", "I'll say C"
+    text       an option's text as the answer, after an answer phrase ("the answer is Rome, because ...") or
+               before one ("Rome is the correct answer")
+    A statement followed by "?" is a question, not one. If the statements name one option, that is the answer
+    (the rule: the first of boxed, marked, stated, text among them). They are `ambiguous` (no letter) when they
+    name two or more different options (unless a later one corrects them: "Wait, no: the answer is (B)",
+    "Actually, the answer is D"), when one names several ("(A) or (C)", "either B or D"), or when the response
+    ends mid-sentence (cut off) after naming another option's label later than its last statement.
+    Without a statement:
     opening    a label opening the response ("(B) Paris", "B) ...", "B. ...", "[B]") or being all of it ("B");
-               a digit only when it is all of it (a numbered list "1. First, ..." is not option A)
-    text       with `choices`, the response, or what follows its answer phrase, is exactly one option's text
-    fallback   (when `fallback`) the last standalone option letter ("... matches (B)."): the rule a person
+               a digit only when it is all of it (a numbered list "1. First, ..." is not option A); not when the
+               response lists options (two lines opening with different labels) or the first sentence denies
+               it ("(C) ... is not ..."); "A:" opening a response is the answer prefix "Answer:", not option A
+    text       with `choices`, the response is, or opens with, exactly one option's text followed by its end,
+               punctuation or an explanation ("Paris.", "Earth's rotation. As the Earth spins, ...")
+    fallback   (when `fallback`) the last standalone option letter ("... matches (B)."), only in a response that
+               names no other option letter (never in a list of options or a comparison): the rule a person
                would hesitate over, recorded so that it can be audited or switched off
     Numeric labels (ARC's 1-4) map to letters (1 -> A) after an answer phrase. Letters are capitals, but a
     parenthesised "(b)" is B; an "A" or "I" before a lowercase word is an article or a pronoun."""
     letters, digits = _labels(choices)
     # Markdown bold, math mode and \text{} around the letter: "**B**", "$\textbf{(B)}$".
     text = _TEXT_WRAP.sub(r"\1", text.replace("*", "").replace("$", ""))
-    boxed = last_boxed(text)
-    if boxed is not None:
-        m = re.match(rf"\s*\(?([{letters}{digits}])\)?(?:[\s.):]|$)", boxed.upper())
-        if m:
-            return _resolve_label(m[1], choices), "boxed"
+    # This model family's answer prefix: "A: The correct answer is (C)" is C, "A:" alone is no answer.
+    text = re.sub(r"^\s*A:(?=\s|$)", "", text)
     # A capital letter not glued to a word, or a parenthesised one in any case. Outside an answer phrase an "A"
     # or "I" before a lowercase word is an article or a pronoun ("A cat", "I think"), unless it is "A is ...".
     enclosed, bare = rf"\(([{letters}{letters.lower()}])\)|\[([{letters}])\]", rf"([{letters}])(?![\w'’]|\.\d)"
     marked_letter = rf"(?:{enclosed}|{bare})"
     letter = rf"(?:{enclosed}|(?![AI]\s+(?!(?:is|or|and|seems|must|would)\b)[a-z]){bare})"
+    options = _Options(choices) if choices else None
+
+    statements = []
+
+    def add(start: int, end: int, named: frozenset, rule: str, filler: str = "") -> None:
+        if re.match(r"\s*\?", text[end:end + 8]):
+            return  # "So B? No, it's D.": a question, not an answer
+        lo = max(start - 40, 0)
+        sentence = text[max(lo, *(text.rfind(c, lo, start) + 1 for c in _SENTENCE_END)):start]
+        corrects = bool(_CORRECTION.search(sentence) or _CORRECTION.search(filler))
+        statements.append(_Statement(end, named, rule, corrects))
+
+    for m in re.finditer(r"\\(?:boxed|fbox)\{", text):
+        found = re.match(rf"\s*\(?([{letters}{digits}{letters.lower()}])\)?(?:[\s.):}}]|$)", text[m.end():m.end() + 20])
+        if found:
+            add(m.start(), m.end() + found.end(), frozenset(_resolve_label(found[1].upper(), choices)), "boxed")
+    # A second option right after the first: "(A) or (C)", "B or D", "(C) B) see other people".
+    # Not one that follows denied: "the answer is A, B is wrong".
+    several = (rf"(?:\s*(?:,|/|&|\bor\b|\band\b|\bvs\.?)\s*(?:\(([{letters}X])\)|\[([{letters}X])\]|"
+               rf"([{letters}X])(?![\w'’]))|\s*(?:\(([{letters}X])\)|\[([{letters}X])\]|([{letters}X])\)))"
+               rf"(?!\s+(?:is|was|are)\s+(?:not|wrong|incorrect|false)\b)")
     marks = list(_CHOICE_MARK.finditer(text))
-    for m in reversed(marks):
-        found = re.match(rf"{_FILLER}(?:{marked_letter}|\(?([{digits}])\)?(?![\w.]))", text[m.end():], re.IGNORECASE)
-        if found and (label := _first(found)) and (label.isdigit() or found[3] is None or found[3].isupper()):
-            return _resolve_label(label.upper(), choices), "marked"
+    for m in marks:
+        rest = text[m.end():m.end() + 300]  # bounded: a copy of the whole rest per mark would be quadratic
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        if "\n" in m[0] and not _LINE_OPENING.fullmatch(text, line_start, m.start()):
+            continue  # "each option:\n\nOption A: ..." introduces a list: an answer on the next line needs "Answer:"
+        found = re.match(rf"({_FILLER})(either\s+)?(?:{marked_letter}|\(?([{digits}])\)?(?![\w.]))", rest,
+                         re.IGNORECASE)
+        if found and (label := _first_of(found)) and (label.isdigit() or found[5] is None or found[5].isupper()):
+            named = {_resolve_label(label.upper(), choices)}
+            other = re.match(several, rest[found.end():found.end() + 40])
+            if other:
+                named.add(_first(other).upper())
+            if found[2]:  # "either ... or ...": several options whatever follows
+                named.add("X")
+            add(m.start(), m.end() + found.end(), frozenset(named), "marked", found[1])
+        elif re.match(rf"{_FILLER}either\s+(?:\(X\)|X(?![\w'’]))", rest, re.IGNORECASE):
+            add(m.start(), m.end(), frozenset("X?"), "marked")  # "either (X) or D": several, whatever follows
+        elif options is not None:
+            tail = rest[:options.limit]
+            placeholder = _PLACEHOLDER.match(tail)
+            tail = tail[placeholder.end():] if placeholder else tail
+            picked = options.opening(tail)
+            if picked:
+                add(m.start(), m.end(), frozenset(picked), "text")
     stated = [*re.finditer(rf"{_BEFORE}{_FILLER}{letter}", text, re.IGNORECASE),
-              *re.finditer(rf"(?<![\w'’]){letter}{_AFTER}", text)]
-    stated = [m for m in stated if m[3] is None or m[3].isupper()]  # case-blind phrases, case-exact letters
-    if stated:
-        return _first(max(stated, key=lambda m: m.end())).upper(), "stated"
+              *re.finditer(rf"(?<![\w'’]){letter}{_AFTER}", text),
+              *re.finditer(rf"{_OPTION_NAMED}{letter}(?=\s*(?:[,.;!]|$))", text, re.IGNORECASE)]
+    for m in stated:
+        if m[3] is None or m[3].isupper():  # case-blind phrases, case-exact letters
+            add(m.start(), m.end(), frozenset(_first(m).upper()), "stated")
+    if options is not None:
+        for m in re.finditer(_BEFORE, text, re.IGNORECASE):
+            picked = options.opening(text[m.end():m.end() + options.limit])
+            if picked:
+                add(m.start(), m.end(), frozenset(picked), "text")
+        for m in _TEXT_STATED.finditer(text):
+            lo = max(m.start() - options.limit, 0)
+            start = max(lo, *(text.rfind(c, lo, m.start()) + 1 for c in _SENTENCE_END))
+            subject = re.sub(r"^\s*(?:(?:so|thus|hence|therefore|then)\b,?\s*)?", "", text[start:m.start()])
+            picked = options.whole(subject)
+            if picked:
+                add(start, m.end(), frozenset(picked), "text")
+
+    if statements:
+        statements.sort(key=lambda s: s.end)
+        corrected = [i for i, s in enumerate(statements) if s.corrects]
+        statements = statements[corrected[-1]:] if corrected else statements
+        named = frozenset().union(*(s.letters for s in statements))
+        if len(named) != 1:
+            return None, "ambiguous"
+        picked, = named
+        if _contradicted_after(text, statements[-1].end, picked, letters):
+            return None, "ambiguous"
+        return picked, min((s.rule for s in statements), key=_RULE_ORDER.index)
+
+    lines = re.findall(rf"(?m)^[ \t]*(?:[-•][ \t]*|\d+[.)][ \t]+)?(?:\(([{letters}])\)|\[([{letters}])\]|"
+                       rf"([{letters}])[.):])", text)
+    # A list of options, not a pick: two lines opening with different labels, or three labels in one line.
+    listed = len({_first_of_tuple(t) for t in lines}) >= 2 or any(
+        len({_first_of_tuple(t) for t in re.findall(rf"\(([{letters}])\)|(?<![\w'’])([{letters}])\)", line)}) >= 3
+        for line in text.split("\n"))
     m = re.match(rf"\s*(?:\(([{letters}{digits}])\)|\[([{letters}])\]|([{letters}])(?:[.):]|\s*$)|([{digits}])\s*$)",
                  text)
-    if m:
-        return _resolve_label(_first(m), choices), "opening"
-    if choices:
-        options = [_option_text(c) for c in choices]
-        limit = 2 * max(map(len, choices)) + 20  # a longer rest of line is no option's text: never read further
-        phrases = [*reversed(marks), *reversed(list(re.finditer(_BEFORE, text, re.IGNORECASE)))]
-        tails = [text[m.end():m.end() + limit].split("\n", 1)[0] for m in phrases]
-        for candidate in (*tails, text):
-            if options.count(_option_text(candidate)) == 1:
-                return CHOICE_LETTERS[options.index(_option_text(candidate))], "text"
+    denied = 0  # where a denied opening label ends: "(C) ... is not a detail" is no pick, nor a fallback letter
+    if m and not listed:
+        first_sentence = re.match(r"[^.!?\n]{0,300}", text[m.end():])[0]
+        if re.search(r"\b(?:is|are)\s+(?:not|incorrect|wrong|false)\b|\b(?:isn't|aren't)\b", first_sentence):
+            denied = m.end()
+        else:
+            picked = _resolve_label(_first(m), choices)
+            if _contradicted_after(text, m.end(), picked, letters):
+                return None, "ambiguous"
+            return picked, "opening"
+    if options is not None and not listed:
+        picked = options.opening(text)
+        if picked:
+            return picked, "text"
     if fallback:
-        last = None
-        for last in re.finditer(rf"(?<![\w'’]){letter}", text):
-            pass
-        if last is not None:
-            return _first(last).upper(), "fallback"
+        found = [_first(m).upper() for m in re.compile(rf"(?<![\w'’]){letter}").finditer(text, denied)]
+        if found and len(set(found)) == 1:
+            return found[-1], "fallback"
     return None, None
+
+
+class _Options:
+    """The option texts of a question, to read an answer given as an option's text rather than its label."""
+
+    def __init__(self, choices: tuple[str, ...]):
+        self.raw = [c.strip().rstrip(".").strip() for c in choices]
+        self.normal = [_option_text(c) for c in choices]
+        self.limit = 2 * max(map(len, choices)) + 20  # a longer text is no option's: never read further
+
+    def whole(self, candidate: str) -> str | None:
+        """The letter of the one option `candidate` is (an article before it aside), else None."""
+        for text in (candidate, _ARTICLE.sub("", candidate.lstrip(), count=1)):
+            if self.normal.count(_option_text(text)) == 1:
+                return CHOICE_LETTERS[self.normal.index(_option_text(text))]
+        return None
+
+    def opening(self, candidate: str) -> str | None:
+        """The letter of the one option `candidate` is, or opens with before its end, punctuation or an
+        explanation ("Earth's rotation, because ..."); the longest such option; None if none or a tie."""
+        line = candidate.split("\n", 1)[0]
+        whole = self.whole(line)
+        if whole:
+            return whole
+        stripped = line.lstrip()
+        found = {}
+        for start in {stripped, _ARTICLE.sub("", stripped, count=1)}:
+            low = start.lower()
+            for i, option in enumerate(self.raw):
+                if option and low.startswith(option.lower()) and _TEXT_END.match(start, len(option)):
+                    after = start[len(option):].lstrip(" ,;:")
+                    if any(o and o != option and after.lower().startswith(o.lower()) for o in self.raw):
+                        continue  # "London, Paris and Rome": a list of options, not one
+                    found[i] = len(option)
+        if not found:
+            return None
+        longest = max(found.values())
+        best = [i for i, n in found.items() if n == longest]
+        return CHOICE_LETTERS[best[0]] if len(best) == 1 else None
+
+
+def _contradicted_after(text: str, end: int, picked: str, letters: str) -> bool:
+    """Whether a response that ends mid-sentence (cut off) names another option's label after `end`: it went
+    back to weighing options, so its last answer statement is not its final answer."""
+    tail = text.rstrip()
+    if not tail or tail[-1] in _TERMINAL or re.search(rf"(?<![\w'’])[{letters}]$", tail):
+        return False
+    others = letters.replace(picked, "")
+    return bool(others) and re.search(rf"\([{others}]\)|\[[{others}]\]|(?<![\w'’])[{others}]\)|"
+                                      rf"\b(?:option|choice)\s+[{others}](?![\w'’])", text[end:]) is not None
+
+
+def _first_of(m: re.Match) -> str | None:
+    """The first group that matched, from group 3 on (groups 1-2 are the filler and "either")."""
+    return next((g for g in m.groups()[2:] if g), None)
+
+
+def _first_of_tuple(groups: tuple) -> str:
+    return next(g for g in groups if g)
 
 
 def _first(m: re.Match) -> str | None:

@@ -102,7 +102,8 @@ class Verdict:
     gold_extracted: str | None  # normal form of the gold answer
     equal: bool
     # "correct" | "wrong" | "correct (fallback)" | "wrong (fallback)" (choice: the last-resort letter rule) |
-    # "empty" | "no_answer" | "timeout" | "error: <msg>" (docs/grading.md)
+    # "empty" | "no_answer" | "ambiguous" (choice: answer statements naming different options) | "timeout" |
+    # "error: <msg>" (docs/grading.md)
     reason: str
 
 
@@ -114,8 +115,9 @@ class Grader:
     `workers` processes; one that takes longer than `timeout_s` is killed (verdict False, reason "timeout").
     Reuse one Grader for many batches (a worker costs about a second to start) and close it when done.
     `choice_fallback`: whether a response whose letter only the last-resort rule finds (the last standalone
-    option letter) is graded; its reason then says "(fallback)". A row that makes a grader fail gets reward 0
-    and reason "error: ...", never stops the batch."""
+    option letter) is graded; its reason then says "(fallback)". A choice response whose answer statements name
+    different options gets no letter and reason "ambiguous" (fallback or not). A row that makes a grader fail
+    gets reward 0 and reason "error: ...", never stops the batch."""
 
     def __init__(self, kind: str, timeout_s: float = _DEFAULTS.timeout_s, workers: int = _DEFAULTS.workers,
                  choice_fallback: bool = True):
@@ -170,7 +172,7 @@ class Grader:
         if not pred.strip():
             return Verdict(None, gold_norm, False, "empty")
         if pred_norm is None:
-            return Verdict(None, gold_norm, False, "no_answer")
+            return Verdict(None, gold_norm, False, "ambiguous" if rule == "ambiguous" else "no_answer")
         equal = same(pred_norm, gold_norm)
         reason = "correct" if equal else "wrong"
         return Verdict(pred_norm, gold_norm, equal, f"{reason} (fallback)" if rule == "fallback" else reason)
