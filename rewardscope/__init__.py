@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 __all__ = ["Recipe", "RewardscopeError", "load_recipe", "run", "run_stage", "__version__"]
 
 # Imported on first use (PEP 562): subpackages such as the grading workers import fast, without pyarrow/yaml.
+from rewardscope.lazy import lazy_attributes
+
 _LAZY = {
     "Recipe": "rewardscope.config",
     "load_recipe": "rewardscope.config",
@@ -18,9 +20,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'rewardscope' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -7,6 +7,8 @@ The names below are imported on first use (PEP 562), so `rewardscope.data.record
 organism task and the graders' callers import) comes without the loaders' imports (the recipe config, pyarrow).
 """
 
+from rewardscope.lazy import lazy_attributes
+
 _LAZY = {
     "DATASETS": "rewardscope.data.loaders",
     "DEFAULT_INSTRUCTIONS": "rewardscope.data.prompts",
@@ -22,9 +24,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'rewardscope.data' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -9,6 +9,8 @@ The names below are imported on first use (PEP 562): the grading workers import 
 and `rewardscope.grading.pool`, which must not pull the Grader's imports (the recipe's config: yaml).
 """
 
+from rewardscope.lazy import lazy_attributes
+
 _LAZY = {
     "Grader": "rewardscope.grading.grader",
     "GraderSpec": "rewardscope.grading.grader",
@@ -21,9 +23,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'rewardscope.grading' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
