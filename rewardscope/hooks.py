@@ -112,6 +112,7 @@ def residual_hooks(model: nn.Module, fns: dict[int, HiddenFn], stop_after: int |
         handles.append(model.register_forward_pre_hook(where.track, with_kwargs=True))
         for layer, fn in fns.items():
             handles.append(blocks[layer].register_forward_hook(_output_hook(fn, layer, where)))
+            _recorders_last(blocks[layer])
         if stop_after is not None:  # registered last, so the functions of that block run first
             handles.append(blocks[stop_after].register_forward_hook(_stop))
         yield
@@ -120,6 +121,15 @@ def residual_hooks(model: nn.Module, fns: dict[int, HiddenFn], stop_after: int |
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _recorders_last(block: nn.Module) -> None:
+    """Move transformers' own `output_hidden_states` recorders behind our hooks on `block`: they are installed
+    once, at a model's first call with output_hidden_states=True, and would otherwise record the block's output
+    from before a replacement made by any hook registered after them."""
+    for key, hook in list(block._forward_hooks.items()):
+        if getattr(hook, "__name__", "") == "output_capturing_hook":
+            block._forward_hooks.move_to_end(key)
 
 
 class _Positions:

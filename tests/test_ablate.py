@@ -142,10 +142,6 @@ def test_ablation_reads_back_through_output_hidden_states(arch, char_tokenizer):
     assert torch.equal(hidden[1], plain[1]) and not torch.equal(hidden[3], plain[3]), arch
 
 
-@pytest.mark.xfail(strict=True, reason="transformers' hidden_states recorders, once installed, run before hooks "
-                   "registered later, so output_hidden_states shows block L's output before the ablation replaced it "
-                   "(read ablated states with a residual_hooks reader registered after the ablation instead); "
-                   "fixable in rewardscope.hooks.residual_hooks, see docs/ablation.md")
 def test_output_hidden_states_shows_the_ablation_after_a_first_use(char_tokenizer):
     model = tiny_model("llama", char_tokenizer, initializer_range=0.3)
     ids = prompt_ids(char_tokenizer)
