@@ -315,14 +315,16 @@ def convert(path: Path, out: Path, sha256: str | None = None) -> dict:
 
 
 def record_load(folder: str | Path, seconds: float, dtype: str) -> None:
-    """Note a load from the cache in its conversion.json (last load's seconds and dtype, how many loads)."""
+    """Note a load from the cache in its conversion.json (the last and the fastest load's seconds, the last
+    dtype, how many loads)."""
     folder = Path(folder)
     try:
         from rewardscope.io import write_json
 
         with _locked(folder.parent / f"{folder.name}.lock"):
             info = json.loads((folder / CONVERSION_FILE).read_text())
-            info.update(cached_load_s=round(seconds, 2), cached_load_dtype=dtype,
+            best = min(seconds, info.get("cached_load_best_s", seconds))
+            info.update(cached_load_s=round(seconds, 2), cached_load_best_s=round(best, 2), cached_load_dtype=dtype,
                         cached_loads=info.get("cached_loads", 0) + 1)
             write_json(folder / CONVERSION_FILE, info)
     except (OSError, ValueError):  # a read-only cache: the timing is only informative

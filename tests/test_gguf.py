@@ -146,7 +146,8 @@ def test_converted_copy_equals_transformers_gguf_load(tiny_gguf, cache):
     reader = gguf_lib.GGUFReader(str(tiny_gguf))
     embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
     expected = gguf_lib.quants.dequantize(embd.data, embd.tensor_type)
-    assert torch.equal(sd["model.embed_tokens.weight"], torch.from_numpy(expected.reshape(sd["model.embed_tokens.weight"].shape)))
+    embed = sd["model.embed_tokens.weight"]
+    assert torch.equal(embed, torch.from_numpy(expected.reshape(embed.shape)))
     ids = torch.tensor([[1, 40, 41, 259, 7, 2]])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, ref_model(ids).logits)

@@ -82,7 +82,8 @@ def test_chat_template_is_applied(smollm2):
     assert prompt(tokenizer, question) == f"{SYSTEM}<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
     own = build_prompt(Problem(id="q", question=question, answer="", kind="number"), tokenizer,
                        PromptConfig(template="chat", system="Be brief.", instruction=""))
-    assert own == f"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    assert own == (f"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+                   f"<|im_start|>assistant\n")
     ids = tokenizer(own, add_special_tokens=False)["input_ids"]
     assert ids[0] == tokenizer.convert_tokens_to_ids("<|im_start|>") and ids.count(tokenizer.eos_token_id) == 2
 
