@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--timeout", type=float, default=defaults.timeout_s,
                    help="seconds per math answer before it is judged wrong")
     g.add_argument("--workers", type=int, default=defaults.workers)
+    g.add_argument("--no-choice-fallback", action="store_true",
+                   help="multiple choice: no last-resort letter (reason '(fallback)') for responses without a stated one")
 
     t = sub.add_parser("transfer", help="IoU of value-neuron sets and probe transfer between two runs.")
     t.add_argument("run_a")
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "grade":
             from rewardscope.grading import grade_file
 
-            summary = grade_file(args.input, args.out, kind=args.kind, timeout_s=args.timeout, workers=args.workers)
+            summary = grade_file(args.input, args.out, kind=args.kind, timeout_s=args.timeout, workers=args.workers,
+                                 choice_fallback=not args.no_choice_fallback)
             print(summary)
         elif args.command == "transfer":
             from rewardscope.transfer import transfer_runs

@@ -118,6 +118,8 @@ class GradeConfig:
     kind: str | None = None  # None: the dataset's own grader; or one of rewardscope.grading.grader_kinds()
     timeout_s: float = _field(5.0, check=_positive)  # per-answer deadline for math-verify (kills the worker)
     workers: int = _field(2, check=_at_least(1), changes_results=False)  # grading processes: only speed
+    choice_fallback: bool = True  # multiple choice: as a last resort the last standalone option letter, with its
+    # own reason "(fallback)" so it can be audited; off: such responses get no answer
 
 
 @dataclass

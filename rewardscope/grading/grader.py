@@ -120,7 +120,7 @@ class Grader:
     gets reward 0 and reason "error: ...", never stops the batch."""
 
     def __init__(self, kind: str, timeout_s: float = _DEFAULTS.timeout_s, workers: int = _DEFAULTS.workers,
-                 choice_fallback: bool = True):
+                 choice_fallback: bool = _DEFAULTS.choice_fallback):
         self._spec = grader_spec(kind)  # an unknown kind fails here, before any work
         self.kind, self.timeout_s, self.workers, self.choice_fallback = kind, timeout_s, workers, choice_fallback
         self._pool: DeadlinePool | None = None  # started on the first math batch
@@ -197,7 +197,7 @@ def grade_one(pred: str, gold: str, kind: str, choices: tuple[str, ...] | None =
 
 
 def grade_file(input: str, out: str, kind: str = "math", timeout_s: float = _DEFAULTS.timeout_s,
-               workers: int = _DEFAULTS.workers, choice_fallback: bool = True) -> dict:
+               workers: int = _DEFAULTS.workers, choice_fallback: bool = _DEFAULTS.choice_fallback) -> dict:
     """Grade a JSONL file of rows with `pred`, `gold` (and optionally `choices`); write every row back with
     `pred_extracted`, `gold_extracted`, `equal` and `reason`. Returns counts, accuracy, reasons, and how many
     rows held text UTF-8 cannot encode (`escaped_rows`: written with \\u escapes, see io.write_jsonl)."""

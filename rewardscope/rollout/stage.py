@@ -101,7 +101,8 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
         # One grader per kind, made before any sampling so that a bad grade.kind fails at once; reused across
         # shards (a math grader's worker processes take about a second to start).
         kinds = dict.fromkeys(recipe.grade.kind or problem.kind for problem in problems)
-        graders = {kind: Grader(kind, timeout_s=recipe.grade.timeout_s, workers=recipe.grade.workers)
+        graders = {kind: Grader(kind, timeout_s=recipe.grade.timeout_s, workers=recipe.grade.workers,
+                                choice_fallback=recipe.grade.choice_fallback)
                    for kind in kinds}
         try:
             generate, tokenizer, context = _backend(recipe, model, tokenizer)
