@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds per math answer before it is judged wrong")
     g.add_argument("--workers", type=int, default=defaults.workers)
     g.add_argument("--no-choice-fallback", action="store_true",
-                   help="multiple choice: no last-resort letter (reason '(fallback)') for responses without a stated one")
+                   help="multiple choice: no last-resort letter (reason '(fallback)') when none is stated")
 
     t = sub.add_parser("transfer", help="IoU of value-neuron sets and probe transfer between two runs.")
     t.add_argument("run_a")

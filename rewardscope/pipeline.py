@@ -131,7 +131,8 @@ def _build(recipe: Recipe, todo: list[Stage], run_dir: Path | None) -> tuple[dic
             changed |= ran
             if in_store:
                 changed |= _link(run_dir / stage.name, where)
-        record = {name: {"key": keys[name], "artifact": os.path.relpath(run_dir / name, run_dir)}
+        record = {name: {"key": keys[name],
+                         "artifact": os.path.relpath((run_dir / name).resolve(), run_dir.resolve())}
                   for name in registry.STAGES if (run_dir / name / STAGE_FILE).exists() and name in keys}
         saved = read_json(run_dir / RUN_FILE) if (run_dir / RUN_FILE).exists() else {}
         changed |= write_text_if_changed(run_dir / RUN_FILE, json_text({**saved, **record}))

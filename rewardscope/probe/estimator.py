@@ -13,8 +13,8 @@ amplify that (docs/probes.md gives the measured size: AUROCs agree far within se
 
 Training length: with `patience` and validation trajectories (held apart from the training ones, by problem),
 each probe keeps the weights of its epoch with the lowest validation loss (lower by more than `tol` than the
-best before it) and the fit ends once no probe has improved for `patience` epochs (`epochs` is the cap); `patience=None` trains exactly `epochs` epochs (the
-paper's protocol). The validation loss is the MSE of V against the rollout's terminal reward at every state:
+best before it) and the fit ends once no probe has improved for `patience` epochs (`epochs` is the cap);
+`patience=None` trains exactly `epochs` epochs (the paper's protocol). The validation loss is the MSE of V against the rollout's terminal reward at every state:
 an unbiased target of the value whatever lambda the probe is trained with (a TD loss can fall by flattening V).
 Probes stop independently: in a batched fit a probe past its best epoch keeps training, but its best weights
 are what it keeps, so it ends as it would have alone.

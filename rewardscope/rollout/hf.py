@@ -1,8 +1,9 @@
 """Sampling with Hugging Face `generate`: n rollouts per prompt, in left-padded batches.
 
-Padding: every batch is left-padded by `rewardscope.models.pad_batch` (the capture's too) with an attention mask,
-so the tokenizer's own `padding_side` does not matter. Position ids: transformers 5.x `generate` builds them from the attention mask (cumsum - 1, pads at
-0) for every model whose forward takes `position_ids`, and extends them by one per new token; we rely on it
+Padding: every batch is left-padded by `rewardscope.models.pad_batch` (the capture's too) with an attention
+mask, so the tokenizer's own `padding_side` does not matter. Position ids: transformers 5.x `generate` builds
+them from the attention mask (cumsum - 1, pads at 0) for every model whose forward takes `position_ids`, and
+extends them by one per new token; we rely on it
 because the parity tests prove it (greedy batched == one-by-one, token for token, on every tiny architecture,
 including GPT-2 whose learned absolute positions would expose a shift that rotary models are blind to).
 
