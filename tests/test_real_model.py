@@ -175,3 +175,27 @@ def test_greedy_batched_equals_one_by_one(smollm2):
         assert together[0].text == alone.text and together[0].finish_reason == alone.finish_reason
     assert any(len(g[0].response_ids) == 24 for g in batched)  # real text came out, not an immediate EOS
     assert "5" in batched[0][0].text  # and it is SmolLM2: 2 + 3 = 5
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Gemma 3 270M: optional (253 MB of packages, Gemma terms); skipped unless installed.
+
+GEMMA = "gemma3-270m"
+
+
+def test_gemma3_270m_from_its_chunk_packages():
+    if not gguf.named_model_installed(GEMMA):
+        pytest.skip(f"Gemma 3 270M is optional: enable with {gguf.NAMED_MODELS[GEMMA].pip}")
+    model, tokenizer = load_model(GEMMA, dtype="float32", device="cpu")
+    config = model.config.get_text_config()
+    assert config.model_type.startswith("gemma3") and config.vocab_size == 262144
+    assert model_fingerprint(GEMMA).startswith("gguf:")
+    assert not tokenizer.chat_template  # a base model: prompts use the plain format (docs/datasets.md)
+    prompts = ["The capital of France is", "One, two, three, four,"]
+    ids = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]  # plain text: with BOS
+    texts = [tokenizer.decode(i, skip_special_tokens=False) for i in ids]
+    out = generate(model, tokenizer, texts, n=1, temperature=0, max_new_tokens=6, batch_size=2)
+    assert out[1][0].text.startswith(" five, six"), [o[0].text for o in out]  # it is a language model
+    for text, together in zip(texts, out):  # greedy batched (left-padded) == alone
+        alone = generate(model, tokenizer, [text], n=1, temperature=0, max_new_tokens=6, batch_size=1)
+        assert alone[0][0].response_ids == together[0].response_ids
