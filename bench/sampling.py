@@ -1,16 +1,22 @@
 """Benchmark: sampling speed on a real model (SmolLM2-135M-Instruct, 49,152-token vocabulary), in one process.
 
 (1) One batch, side by side, fastest of `--rounds` interleaved rounds: a bare KV-cached greedy loop (model
-    forward with the cache, argmax), HF `generate` greedy, HF `generate` top-p, rewardscope's
-    `rollout.hf.generate` (temperature 1, top-p 0.95) and one teacher-forced forward of the same sequences.
+    forward with the cache, argmax), HF `generate` greedy, HF `generate` top-p (also with a static KV cache),
+    rewardscope's `rollout.hf.generate` (temperature 1, top-p 0.95) and one teacher-forced forward of the same
+    sequences.
     Row-steps/s counts every row of every decoding step (finished rows too); ms/step is per batch step; the
     ratio is ms/step against the bare loop.
 (2) Where a rollout shard's time goes: torch.profiler over one `rollout.hf.generate` call (decoder, LM head,
     vocabulary-wide sampling ops, everything outside an op = Python), the wasted row-steps of finished rows,
     padding, and top-p sampling timed alone on [batch, vocab] logits.
 (3) Batch size x dtype sweep of `rollout.hf.generate` over the same `--sweep-prompts` prompts.
+(4) With `--responses FILE.jsonl` (rows with "prompt", "n_tokens" and optionally "dataset"/"temperature", e.g.
+    the output of scripts/smollm2_responses.py): the row-steps that finished rows would waste at each batch size,
+    batched as `generate` batches them (longest prompt first).
 
     .venv/bin/python bench/sampling.py [--batch-size 32] [--new-tokens 64] [--threads 1] [--rounds 2] [--no-sweep]
+
+About 30 minutes on 2 shared CPU cores (docs/models.md has the figures); --rounds 1 --no-sweep about 10.
 
 Prompts: GSM8K test questions through the chat template (../shared/data/gsm8k/test.jsonl, else built-in ones).
 """
@@ -294,6 +300,26 @@ def sweep(models: dict, tok, prompts, steps: int, batch_sizes: list[int]) -> Non
                   f"{row_steps / seconds:>12.0f} {100 * (1 - sum(lens) / row_steps):>6.1f}%", flush=True)
 
 
+def wasted_by_batch(path: str, batch_sizes: list[int]) -> None:
+    import json
+
+    groups: dict[tuple, list[dict]] = defaultdict(list)  # one generate call per dataset kind and temperature
+    for line in Path(path).read_text().splitlines():
+        row = json.loads(line)
+        groups[(row.get("dataset") == "gsm8k", row.get("temperature"))].append(row)
+    lengths = [r["n_tokens"] for g in groups.values() for r in g]
+    print(f"\n(4) {len(lengths)} responses of {path}: {min(lengths)}-{max(lengths)} tokens, mean "
+          f"{sum(lengths) / len(lengths):.0f}; row-steps spent on rows that have already ended:")
+    for batch_size in batch_sizes:
+        used = total = 0
+        for rows in groups.values():
+            rows = sorted(rows, key=lambda r: -len(r["prompt"]))  # longest prompt first, as generate does
+            for b in range(0, len(rows), batch_size):
+                n = [r["n_tokens"] for r in rows[b:b + batch_size]]
+                used, total = used + sum(n), total + max(n) * len(n)
+        print(f"  batch {batch_size:>3}: {100 * (1 - used / total):.1f}% wasted")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m-instruct")
@@ -303,12 +329,15 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--sweep-prompts", type=int, default=64)
     p.add_argument("--sweep-batches", default="8,16,32,64")
-    p.add_argument("--bf16-batches", default="16,64", help="bfloat16 is slow on CPUs without bf16 matmul units")
+    p.add_argument("--bf16-batches", default="32", help="bfloat16 is slow on CPUs without bf16 matmul units")
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--no-side-by-side", action="store_true")
+    p.add_argument("--responses", help="a JSONL of real responses (prompt, n_tokens): the waste of finished rows")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.responses:
+        wasted_by_batch(args.responses, [int(b) for b in args.sweep_batches.split(",")])
 
     start = time.perf_counter()
     model, tok = load_model(args.model, dtype="float32", device="cpu", threads=args.threads)

