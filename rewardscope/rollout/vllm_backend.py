@@ -28,13 +28,14 @@ def _vllm():
 def load(cfg):
     """(vllm.LLM, Hugging Face tokenizer) from a `ModelConfig`. vLLM picks the GPU itself (cfg.device unused)."""
     llm = _vllm().LLM(
-        model=resolve_model_path(cfg.name),
+        model=resolve_model_path(cfg.name, cfg.gguf_file, cfg.revision),
         revision=cfg.revision,
         dtype=cfg.dtype,  # "auto": the checkpoint's own dtype
         trust_remote_code=cfg.trust_remote_code,
         enable_prefix_caching=True,  # the n samples of a prompt share its KV cache
     )
-    return llm, load_tokenizer(cfg.name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    return llm, load_tokenizer(cfg.name, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+                               gguf_file=cfg.gguf_file)
 
 
 def generate(
