@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from rewardscope.models import TINY_ARCHITECTURES
+
 REPO = Path(__file__).resolve().parents[1]
 # The real datasets live beside the repository (../shared/data); REWARDSCOPE_DATA points elsewhere.
 SHARED_DATA = Path(os.environ.get("REWARDSCOPE_DATA", REPO.parent / "shared" / "data"))
@@ -33,3 +35,21 @@ def one_torch_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+# Prompts and models for the tests that run every tiny architecture (test_architectures, test_ablate).
+QUESTIONS = ["What is 2+2?", "hi", "Natalia sold clips to 48 of her friends in April. How many?", "x = 3; y = ?"]
+
+
+def chat_prompts(tok) -> list[str]:
+    return [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+            for q in QUESTIONS]
+
+
+@pytest.fixture(scope="module", params=TINY_ARCHITECTURES)
+def arch_model(request, char_tokenizer):
+    """(architecture, tiny random model): a wider initialisation than the default 0.02 gives varied,
+    non-repeating greedy outputs, a stronger check."""
+    from rewardscope.models import tiny_model
+
+    return request.param, tiny_model(request.param, char_tokenizer, initializer_range=0.3)

@@ -16,23 +16,14 @@ from rewardscope.capture import CaptureReader, capture
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import decoder_layers, residual_hooks
 from rewardscope.models import TINY_ARCHITECTURES, tiny_model
+
+from conftest import chat_prompts  # shared with the other all-architecture tests
 from rewardscope.rollout import generate
 
-QUESTIONS = ["What is 2+2?", "hi", "Natalia sold clips to 48 of her friends in April. How many?", "x = 3; y = ?"]
 MAX_NEW_TOKENS = 8
 WIDTH = 64  # TinySpec().hidden
 DIMS = [0, 7, 33, 63]
 
-
-def chat_prompts(tok) -> list[str]:
-    return [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
-            for q in QUESTIONS]
-
-
-@pytest.fixture(scope="module", params=TINY_ARCHITECTURES)
-def arch_model(request, char_tokenizer):
-    # A wider initialisation than the default 0.02 gives varied, non-repeating greedy outputs: a stronger check.
-    return request.param, tiny_model(request.param, char_tokenizer, initializer_range=0.3)
 
 
 @pytest.fixture(scope="module")

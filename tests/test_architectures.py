@@ -3,25 +3,15 @@ of a left-padded batch is token-identical to decoding each prompt alone (padding
 
 from __future__ import annotations
 
-import pytest
 import torch
 
-from rewardscope.models import TINY_ARCHITECTURES, tiny_model
+from rewardscope.models import tiny_model
 from rewardscope.rollout import generate
 
-QUESTIONS = ["What is 2+2?", "hi", "Natalia sold clips to 48 of her friends in April. How many?", "x = 3; y = ?"]
+from conftest import chat_prompts  # shared with the other all-architecture tests
+
 MAX_NEW_TOKENS = 10
 
-
-def chat_prompts(tok) -> list[str]:
-    return [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
-            for q in QUESTIONS]
-
-
-@pytest.fixture(scope="module", params=TINY_ARCHITECTURES)
-def arch_model(request, char_tokenizer):
-    # A wider initialisation than the default 0.02 gives varied, non-repeating greedy outputs: a stronger check.
-    return request.param, tiny_model(request.param, char_tokenizer, initializer_range=0.3)
 
 
 def test_sampling(arch_model, char_tokenizer):

@@ -12,7 +12,6 @@ neighbours, and the model's own chat template.
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 import pytest
 import torch

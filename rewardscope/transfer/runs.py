@@ -13,7 +13,6 @@ datasets on one model, or two fine-tunes of one base). For every layer probed in
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -104,8 +103,8 @@ def _probe_transfer(a: ProbeReader, b: ProbeReader, layers: list[int], run_b: Pa
         probe_a, _ = a.probes(group, device=str(device))
         probe_b, _ = b.probes(group, device=str(device))
 
-        def score(probe, name):
-            return evaluate(probe.predict(X, local[name]).numpy(), held_outs[name], boots[name])
+        def score(probe, name, states=X):
+            return evaluate(probe.predict(states, local[name]).numpy(), held_outs[name], boots[name])
 
         entries = {str(layer): {} for layer in group}
         if "b_held_out" in held_outs:
