@@ -126,7 +126,11 @@ def _build(recipe: Recipe, todo: list[Stage], run_dir: Path | None) -> tuple[dic
         save_recipe(recipe, run_dir / "config.yaml")
         for stage in todo:
             where = artifact_dir(recipe, stage, keys[stage.name]) if in_store else run_dir / stage.name
-            inputs = {name: _input(run_dir, name, in_store) for name in stage.inputs}
+            inputs = {}
+            for name in stage.inputs:
+                inputs[name] = _input(recipe, run_dir, registry.get(name), keys[name], in_store)
+                if in_store:  # an artifact another recipe made: this run consists of it too
+                    changed |= _link(run_dir / name, inputs[name])
             summaries[stage.name], ran = _run_one(recipe, stage, keys, where, inputs)
             changed |= ran
             if in_store:
@@ -168,14 +172,14 @@ def _run_one(recipe: Recipe, stage: Stage, keys: dict, where: Path, inputs: dict
         return summary, True
 
 
-def _input(run_dir: Path, name: str, in_store: bool) -> Path:
-    """The artifact directory of input stage `name` of this run; it must be complete (or, in a run assembled by
+def _input(recipe: Recipe, run_dir: Path, stage: Stage, key: str, in_store: bool) -> Path:
+    """The artifact directory of input `stage` for this recipe; it must be complete (or, in a run assembled by
     hand, exist: the stage checks its files)."""
-    where = run_dir / name
+    where = artifact_dir(recipe, stage, key) if in_store else run_dir / stage.name
     if (where / STAGE_FILE).exists() or (not in_store and where.is_dir()):
         return where.resolve()
-    raise RewardscopeError(f"{where}: no finished `{name}` stage for this recipe: run `rewardscope {name}` (or "
-                           f"`rewardscope run` with {name!r} in the recipe's stages) first")
+    raise RewardscopeError(f"{where}: no finished `{stage.name}` stage for this recipe: run `rewardscope "
+                           f"{stage.name}` (or `rewardscope run` with {stage.name!r} in the recipe's stages) first")
 
 
 def _link(link: Path, target: Path) -> bool:

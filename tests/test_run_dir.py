@@ -115,6 +115,11 @@ def test_changing_only_probe_settings_reuses_the_rollouts_and_the_capture(tmp_pa
     assert second != first and (second / "rollout").resolve() == (first / "rollout").resolve()
     assert (second / "probe").resolve() != (first / "probe").resolve()
     assert read_json(second / "run.json")["capture"]["key"] == read_json(first / "run.json")["capture"]["key"]
+    # `rewardscope probe` alone with other probe settings: a new run directory, whose inputs come from the store
+    third = small_recipe(tmp_path, **{**probe, "probe.hidden": 2})
+    run_stage("probe", third)
+    assert (third.run_dir() / "capture").resolve() == (first / "capture").resolve()
+    assert len(set(artifacts(tmp_path)) - set(after)) == 1
 
 
 def test_adding_a_recipe_section_or_a_stage_changes_no_existing_key():
