@@ -113,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "transfer":
             from rewardscope.transfer import transfer_runs
 
+            from pathlib import Path
+
+            from rewardscope.pipeline import refuse_old_layout
+
+            for run_dir in (args.run_a, args.run_b):
+                refuse_old_layout(Path(run_dir))
             print(json.dumps(transfer_runs(args.run_a, args.run_b, out=args.out), indent=2))
         elif args.command == "demo-model":
             from rewardscope.organism import cli as organism_cli
@@ -125,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(run_dir, out=None) -> None:
+    from pathlib import Path
+
+    from rewardscope.pipeline import refuse_old_layout
     from rewardscope.report import summary_table, write_report
 
+    refuse_old_layout(Path(run_dir))
     path = write_report(run_dir, out)
     print(summary_table(run_dir))
     print(f"report: {path}")

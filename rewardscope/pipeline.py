@@ -121,7 +121,7 @@ def _build(recipe: Recipe, todo: list[Stage], run_dir: Path | None) -> tuple[dic
     keys = registry.keys(recipe, registry.closure([s.name for s in todo]))
     summaries, changed = {}, False
     with run_lock(run_dir):
-        _refuse_old_layout(run_dir)
+        refuse_old_layout(run_dir)
         remove_temporaries(run_dir)
         save_recipe(recipe, run_dir / "config.yaml")
         for stage in todo:
@@ -198,7 +198,8 @@ def _link(link: Path, target: Path) -> bool:
     return True
 
 
-def _refuse_old_layout(run_dir: Path) -> None:
+def refuse_old_layout(run_dir: Path) -> None:
+    """A run directory of rewardscope 0.1 is refused, saying what to do (every command that takes a RUN_DIR)."""
     if (run_dir / "rollouts.parquet").exists() and not (run_dir / RUN_FILE).exists():
         raise RewardscopeError(
             f"{run_dir}: made by rewardscope 0.1 (one directory per recipe, rollouts.parquet at its top); this "

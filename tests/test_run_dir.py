@@ -152,6 +152,9 @@ def test_a_run_directory_of_the_old_layout_says_what_to_do(tmp_path):
     (old / "rollouts.parquet").write_bytes(b"")
     with pytest.raises(RewardscopeError, match=r"made by rewardscope 0.1 .* run `rewardscope run .*config.yaml`"):
         run_stage("rollout", small_recipe(tmp_path), old)
+    for command in (["report", str(old)], ["transfer", str(old), str(old)]):
+        res = cli(*command)
+        assert res.returncode == 2 and "made by rewardscope 0.1" in res.stderr, command
 
 
 def test_a_finished_stage_of_other_settings_is_refused_in_a_run_assembled_by_hand(tmp_path):
