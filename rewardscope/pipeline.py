@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rewardscope import stages as registry
-from rewardscope.config import Recipe, check_recipe, save_recipe
+from rewardscope.config import Recipe, check_recipe, results_dict, save_recipe
 from rewardscope.errors import RewardscopeError
 from rewardscope.io import json_text, read_json, remove_temporaries, write_json, write_text_if_changed
 from rewardscope.models import resolve_device
@@ -162,8 +162,6 @@ def _run_one(recipe: Recipe, stage: Stage, keys: dict, where: Path, inputs: dict
             torch.set_num_threads(recipe.model.threads)
         print(f"{stage.name}: running -> {where}", flush=True)  # one line per stage, also in a log file
         summary = stage.function()(StageContext(recipe, stage, keys[stage.name], where, inputs))
-        from rewardscope.config import results_dict
-
         write_json(marker, {
             "stage": stage.name, "key": keys[stage.name], "format": stage.format,
             "config": {section: results_dict(getattr(recipe, section)) for section in stage.sections},
