@@ -244,3 +244,18 @@ def test_step_level_on_a_steps_capture_and_option_errors(finished, tmp_path):
 def test_missing_capture_says_what_to_run(tmp_path):
     with pytest.raises(RewardscopeError, match=r"no capture here .*run `capture` first"):
         probe_run(load_recipe(), tmp_path)
+
+
+def test_repeats_report_the_probes_own_spread_beside_the_ci(finished, tmp_path):
+    run_dir, _, _, model_dir = finished
+    recipe = load_recipe(overrides={**SETTINGS, "model.name": str(model_dir), "probe.layers": [2],
+                                    "probe.repeats": 3, "sweep.ratios": [0.0]})
+    probe_run(recipe, beside(run_dir, tmp_path / "repeats"))
+    results = read_json(tmp_path / "repeats" / "probe" / "results.json")
+    for label in ("TD(0)", "Monte-Carlo"):
+        cell = results["auroc"][label]["2"]["s0"]  # at chance: where seeds differ (the last token is ~1 for all)
+        repeats = cell["repeats"]
+        assert repeats["seeds"] == [0, 1, 2] and repeats["auroc"][0] == cell["auroc"]  # seed 0 is the main probe
+        assert len(set(repeats["auroc"])) > 1  # other initial weights and batch orders: other probes
+        assert repeats["sd"] > 0 and repeats["range"] == [min(repeats["auroc"]), max(repeats["auroc"])]
+    assert results["split"] == read_json(run_dir / "probe" / "results.json")["split"]  # the same split
