@@ -47,7 +47,7 @@ STAGES: dict[str, Stage] = {
     stage.name: stage for stage in (
         Stage("rollout", "Sample and grade n rollouts per problem into rollouts.parquet.",
               sections=("model", "data", "prompt", "rollout", "grade"), inputs=(),
-              run="rewardscope.rollout.stage:run", report="rollout", format=1),
+              run="rewardscope.rollout.stage:run", report="rollout", format=2),  # 2: own decode loop
         Stage("capture", "Capture residual-stream states of the rollouts (one teacher-forced forward each).",
               sections=("model", "capture"), inputs=("rollout",),
               run="rewardscope.capture.stage:run", report=None, format=2),  # 2: s_0 once per prompt

@@ -1,15 +1,15 @@
-"""Sampling with Hugging Face `generate`: n rollouts per prompt, in left-padded batches.
+"""Sampling from a Hugging Face causal LM: n rollouts per prompt, in left-padded batches.
 
-Padding: every batch is left-padded by `rewardscope.models.pad_batch` (the capture's too) with an attention
-mask, so the tokenizer's own `padding_side` does not matter. Position ids: transformers 5.x `generate` builds
-them from the attention mask (cumsum - 1, pads at 0) for every model whose forward takes `position_ids`, and
-extends them by one per new token; we rely on it
-because the parity tests prove it (greedy batched == one-by-one, token for token, on every tiny architecture,
-including GPT-2 whose learned absolute positions would expose a shift that rotary models are blind to).
+The decoding itself is our own KV-cached loop (rewardscope.rollout.decode), not `model.generate`: finished rows
+leave the batch, a prompt's copies share one prefill, and top-p is found by a partial sort. Every batch is
+left-padded by `rewardscope.models.pad_batch` (the capture's too) with an attention mask, so the tokenizer's own
+`padding_side` does not matter; positions follow the mask. The parity tests prove it: greedy batched ==
+one-by-one == HF `generate`, token for token, on every tiny architecture, including GPT-2 whose learned absolute
+positions would expose a shift that rotary models are blind to.
 
 Sampling is exactly temperature + top-p over the model's distribution: a checkpoint's generation_config.json
 often sets top_k, min_p, a repetition penalty or beams (Qwen2.5: top_k 20, repetition_penalty 1.05), which
-`generate` would otherwise apply silently, so they are overridden with neutral values here.
+`generate` would apply silently; our loop reads none of them (only its EOS tokens).
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ from rewardscope.config import RolloutConfig
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import residual_hooks
 from rewardscope.models import pad_batch
+from rewardscope.rollout.decode import decode
 
 DEFAULTS = RolloutConfig()  # the one home of the sampling defaults: generate's keywords read theirs from it
-# Values that switch off every other logits processor a checkpoint's generation_config may turn on.
-_NEUTRAL = dict(num_beams=1, repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0)
-_NEUTRAL_SAMPLING = dict(top_k=0, min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
 
 
 @dataclass
@@ -106,12 +104,6 @@ def generate(
     for i, ids in enumerate(prompt_ids):
         if not ids:
             raise RewardscopeError(f"prompt {i} is empty: nothing to condition generation on")
-    options = dict(max_new_tokens=max_new_tokens, eos_token_id=sorted(eos_ids), pad_token_id=pad_id, **_NEUTRAL)
-    if temperature == 0:
-        options.update(do_sample=False)
-    else:
-        options.update(do_sample=True, temperature=temperature, top_p=top_p, **_NEUTRAL_SAMPLING)
-
     # Greedy copies of a prompt are all the same: generate one. Longest first: less padding per batch, and an
     # out-of-memory error shows up in the first batch.
     copies = 1 if temperature == 0 else n
@@ -124,10 +116,12 @@ def generate(
             torch.manual_seed(seed)
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start : start + batch_size]
-            inputs, _ = pad_batch([prompt_ids[i] for i, _ in batch], pad_id, "left", device)
-            width = inputs["input_ids"].shape[1]
-            with torch.inference_mode(), residual_hooks(model, hooks or {}):  # position ids: generate's own
-                out = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **options)
-            for row, (i, s) in enumerate(batch):
-                results[i][s] = finish(prompt_ids[i], out[row, width:].tolist(), tokenizer, eos_ids)
+            distinct = list(dict.fromkeys(i for i, _ in batch))  # a prompt's copies share one prefill
+            inputs, _ = pad_batch([prompt_ids[i] for i in distinct], pad_id, "left", device)
+            with torch.inference_mode(), residual_hooks(model, hooks or {}):
+                tokens = decode(model, inputs["input_ids"], inputs["attention_mask"],
+                                [distinct.index(i) for i, _ in batch], eos_ids=eos_ids,
+                                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+            for (i, s), generated in zip(batch, tokens):
+                results[i][s] = finish(prompt_ids[i], generated, tokenizer, eos_ids)
     return [samples * (n // copies) for samples in results]
