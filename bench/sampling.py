@@ -1,5 +1,6 @@
 """Benchmark: sampling speed on a real model (SmolLM2-135M-Instruct, 49,152-token vocabulary), in one process.
 
+(0) With --rollout-prompts N: the rollout sampling against the bare loop over the same batches and steps.
 (1) One batch, side by side, fastest of `--rounds` interleaved rounds: a bare KV-cached greedy loop (model
     forward with the cache, argmax), HF `generate` greedy, HF `generate` top-p (also with a static KV cache),
     rewardscope's `rollout.hf.generate` (temperature 1, top-p 0.95) and one teacher-forced forward of the same
@@ -14,7 +15,7 @@
     the output of scripts/smollm2_responses.py): the row-steps that finished rows would waste at each batch size,
     batched as `generate` batches them (longest prompt first).
 
-    .venv/bin/python bench/sampling.py [--batch-size 32] [--new-tokens 64] [--threads 1] [--rounds 2] [--no-sweep]
+    .venv/bin/python bench/sampling.py [--rollout-prompts 64 --rollout-tokens 200] [--batch-size 32] [--new-tokens 64] [--threads 1] [--rounds 2] [--no-sweep]
 
 About 30 minutes on 2 shared CPU cores (docs/models.md has the figures); --rounds 1 --no-sweep about 10.
 
@@ -34,6 +35,7 @@ from rewardscope.config import DataConfig, PromptConfig
 from rewardscope.data import build_prompt
 from rewardscope.data.record import Problem
 from rewardscope.models import load_model
+from rewardscope.rollout.decode import nucleus
 from rewardscope.rollout.hf import eos_token_ids, generate
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
@@ -107,6 +109,44 @@ def useful(tokens: torch.Tensor, eos: set[int]) -> tuple[int, list[int]]:
     return sum(lengths), lengths
 
 
+def rollout_vs_bare(model, tok, prompts, max_new_tokens: int, batch_size: int, rounds: int) -> None:
+    """(0) The rollout stage's sampling against the bare loop on the same batches: `rollout.hf.generate` at
+    temperature 1, top-p 0.95 (it stops a batch when its last row samples EOS), then the bare greedy loop over
+    each batch for as many steps as that batch's longest response, and HF `generate` top-p (max_new_tokens)."""
+    eos = eos_token_ids(model.generation_config, tok)
+    order = sorted(range(len(prompts)), key=lambda i: -len(tok(prompts[i], add_special_tokens=False)["input_ids"]))
+    batches = [[prompts[i] for i in order[b:b + batch_size]] for b in range(0, len(order), batch_size)]
+    best: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        timings: dict[str, float] = defaultdict(float)
+        useful_tokens: dict[str, int] = defaultdict(int)
+        for batch in batches:
+            start = time.perf_counter()
+            out = generate(model, tok, batch, n=1, temperature=1.0, top_p=0.95, max_new_tokens=max_new_tokens,
+                           batch_size=len(batch), seed=0)
+            timings["rewardscope rollout"] += time.perf_counter() - start
+            lengths = [len(g[0].response_ids) for g in out]
+            useful_tokens["rewardscope rollout"] += sum(lengths)
+            input_ids, mask, _ = left_padded(tok, batch)
+            start = time.perf_counter()
+            bare_greedy(model, input_ids, mask, max(lengths))
+            timings["bare loop, same steps"] += time.perf_counter() - start
+            useful_tokens["bare loop, same steps"] += sum(lengths)  # the same work: the rollout's tokens
+            start = time.perf_counter()
+            theirs = hf_generate(model, tok, input_ids, mask, max_new_tokens, sample=True)
+            timings["HF generate top-p"] += time.perf_counter() - start
+            useful_tokens["HF generate top-p"] += useful(theirs, eos)[0]
+        for label, seconds in timings.items():
+            if label not in best or seconds < best[label][0]:
+                best[label] = [seconds, useful_tokens[label]]
+    bare = best["bare loop, same steps"][0]
+    print(f"\n(0) {len(prompts)} prompts in batches of {batch_size}, up to {max_new_tokens} new tokens, "
+          f"fastest of {rounds} round(s)")
+    print(f"{'contender':<24} {'seconds':>8} {'useful tok/s':>13} {'time / bare loop':>17}")
+    for label, (seconds, tokens) in best.items():
+        print(f"{label:<24} {seconds:>8.1f} {tokens / seconds:>13.1f} {seconds / bare:>17.2f}", flush=True)
+
+
 def side_by_side(model, tok, prompts, steps: int, rounds: int) -> dict:
     input_ids, mask, lengths = left_padded(tok, prompts)
     eos = eos_token_ids(model.generation_config, tok)
@@ -168,23 +208,6 @@ def side_by_side(model, tok, prompts, steps: int, rounds: int) -> dict:
     return best
 
 
-def nucleus_top_k_first(scores: torch.Tensor, top_p: float, k: int = 1024) -> torch.Tensor:
-    """Top-p by a partial sort: the `k` largest probabilities hold the nucleus whenever their mass reaches top_p
-    (then the same tokens are kept as by a full sort); rows where they do not fall back to the full sort."""
-    probs = scores.softmax(-1)
-    top, index = probs.topk(min(k, probs.shape[-1]), dim=-1)  # descending
-    cum = top.cumsum(-1)
-    keep = (cum - top) < top_p  # the mass before a token is below top_p: it is in the nucleus
-    removed = torch.ones_like(scores, dtype=torch.bool).scatter_(-1, index, ~keep)
-    short = cum[:, -1] < top_p
-    if short.any():  # a flat distribution: the nucleus is wider than k
-        from transformers.generation.logits_process import TopPLogitsWarper
-
-        full = TopPLogitsWarper(top_p)(None, scores[short])
-        removed[short] = torch.isinf(full)
-    return scores.masked_fill(removed, float("-inf"))
-
-
 def sampling_alone(logits: torch.Tensor, steps: int) -> tuple[float, float, float]:
     """Seconds per step of HF's temperature + top-p warpers + softmax + multinomial, of the same with a top-k-first
     nucleus, and of argmax, on the model's own next-token logits [batch, vocab]."""
@@ -202,7 +225,7 @@ def sampling_alone(logits: torch.Tensor, steps: int) -> tuple[float, float, floa
     top_p = (time.perf_counter() - start) / steps
     start = time.perf_counter()
     for _ in range(steps):
-        torch.multinomial(torch.softmax(nucleus_top_k_first(logits.float(), 0.95), -1), 1)
+        torch.multinomial(torch.softmax(nucleus(logits.float() / 1.0, 0.95, k=1024), -1), 1)
     partial = (time.perf_counter() - start) / steps
     start = time.perf_counter()
     for _ in range(steps):
@@ -272,7 +295,7 @@ def profile(model, tok, prompts, steps: int) -> None:
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                        logits_to_keep=1).logits[:, -1].float()
     top_p_s, partial_s, argmax_s = sampling_alone(logits, 20)
-    kept = torch.isinf(nucleus_top_k_first(logits, 0.95))
+    kept = torch.isinf(nucleus(logits, 0.95, k=1024))
     same = torch.equal(kept, torch.isinf(TopPLogitsWarper(0.95)(None, logits)))
     mass = logits.softmax(-1).topk(1024, dim=-1).values.sum(-1)
     step_s = wall / longest
@@ -333,6 +356,9 @@ def main() -> None:
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--no-side-by-side", action="store_true")
+    p.add_argument("--rollout-prompts", type=int, default=0,
+                   help="(0): this many prompts through rollout.hf.generate against the bare loop, same batches")
+    p.add_argument("--rollout-tokens", type=int, default=200)
     p.add_argument("--responses", help="a JSONL of real responses (prompt, n_tokens): the waste of finished rows")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -344,10 +370,13 @@ def main() -> None:
     print(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, vocabulary "
           f"{model.config.vocab_size}, loaded in {time.perf_counter() - start:.1f} s; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s)")
-    problems = questions(max(args.batch_size, args.sweep_prompts))
+    problems = questions(max(args.batch_size, args.sweep_prompts, args.rollout_prompts))
     prompts = [build_prompt(q, tok, PromptConfig()) for q in problems]
     generate(model, tok, prompts[:2], n=1, temperature=1.0, top_p=0.95, max_new_tokens=4, batch_size=2,
              seed=0)  # warm-up: first-call allocations, lazy imports
+    if args.rollout_prompts:
+        rollout_vs_bare(model, tok, prompts[: args.rollout_prompts], args.rollout_tokens, args.batch_size,
+                        args.rounds)
     if not args.no_side_by_side:
         side_by_side(model, tok, prompts[: args.batch_size], args.new_tokens, args.rounds)
     if not args.no_profile:

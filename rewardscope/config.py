@@ -98,6 +98,8 @@ class PromptConfig:
     template: Literal["chat", "plain"] = "chat"  # chat: tokenizer.apply_chat_template; plain: documented fallback
     system: str | None = None  # optional system message
     instruction: str | None = None  # None: the default for the dataset's kind (\boxed{} for math, a letter for choices)
+    few_shot: int = _field(0, check=_at_least(0))  # solved examples before each question: the dataset's dev split
+    # (MMLU: the same subject's), else its first few_shot problems in file order, which are then never evaluated
 
 
 @dataclass

@@ -115,3 +115,71 @@ def test_organism_prompt_is_the_bare_question(char_tokenizer):
     assert load_problems(DataConfig(dataset="organism", n_problems=1)) == generate_problems(n=1, seed=0)
     problem = load_problems(DataConfig(dataset="organism", n_problems=1))[0]
     assert build_prompt(problem, char_tokenizer, PromptConfig()) == f"<bos>{problem.question}>"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Few-shot prompts (prompt.few_shot)
+
+
+def test_worked_answers_end_as_the_instruction_asks():
+    from rewardscope.data import worked_answer
+
+    assert worked_answer(CHOICE) == "The answer is (B)."
+    assert worked_answer(MATH) == "The answer is \\boxed{2}."
+    gsm = Problem("g", "Half of 48?", "24", "number",
+                  metadata={"solution": "Half of 48 is 48/2 = <<48/2=24>>24.\n#### 24"})
+    assert worked_answer(gsm) == "Half of 48 is 48/2 = 24.\nThe answer is \\boxed{24}."
+
+
+def test_chat_few_shot_prompt_holds_each_example_as_a_user_and_an_assistant_turn(char_tokenizer):
+    example = Problem("e", "Which colour is grass?", "C", "choice", ("red", "blue", "green"))
+    prompt = build_prompt(CHOICE, char_tokenizer, PromptConfig(), [example])
+    messages = [{"role": "user", "content": format_question(example)},
+                {"role": "assistant", "content": "The answer is (C)."},
+                {"role": "user", "content": format_question(CHOICE)}]
+    assert prompt == char_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    plain = build_prompt(MATH, char_tokenizer, PromptConfig(template="plain"), [MATH, MATH])
+    solved = f"Question: {format_question(MATH)}\nAnswer: The answer is \\boxed{{2}}.\n\n"
+    assert plain == f"{solved}{solved}Question: {format_question(MATH)}\nAnswer:"
+
+
+def test_few_shot_examples_of_a_dataset_without_dev_split_are_never_evaluated(shared_data):
+    from rewardscope.data import load_task
+
+    cfg = DataConfig(dataset="gsm8k", path=str(shared_data), limit=10, shuffle_seed=1)
+    problems, examples = load_task(cfg, few_shot=3)
+    first = load_problems(DataConfig(dataset="gsm8k", path=str(shared_data)))[:3]
+    assert len(problems) == 10
+    assert [e.id for e in examples[problems[0].id]] == [f"example:{p.id}" for p in first]
+    assert all(examples[p.id] == examples[problems[0].id] for p in problems)
+    everything, _ = load_task(DataConfig(dataset="gsm8k", path=str(shared_data)), few_shot=3)
+    assert not {p.id for p in first} & {p.id for p in everything}
+    assert len(everything) == len(load_problems(DataConfig(dataset="gsm8k", path=str(shared_data)))) - 3
+
+
+def test_mmlu_few_shot_examples_come_from_the_same_subjects_dev_split(shared_data):
+    from rewardscope.data import load_task
+
+    for path in (shared_data, shared_data / "mmlu", shared_data / "mmlu" / "test"):
+        problems, examples = load_task(DataConfig(dataset="mmlu", path=str(path), limit=400, shuffle_seed=0), 5)
+        assert len({p.metadata["subject"] for p in problems}) > 20
+        for p in problems:
+            shots = examples[p.id]
+            assert len(shots) == 5 and {e.metadata["subject"] for e in shots} == {p.metadata["subject"]}
+            assert all(e.id.startswith("example:") for e in shots)
+    dev = (shared_data / "mmlu" / "dev" / "anatomy_dev.csv").read_text()
+    anatomy = next(p for p in problems if p.metadata["subject"] == "anatomy")
+    assert all(e.question in dev for e in examples[anatomy.id])
+    with pytest.raises(RewardscopeError, match="prompt.few_shot=6: the dev split of 'mmlu' has 5 examples"):
+        load_task(DataConfig(dataset="mmlu", path=str(shared_data), limit=5), 6)
+
+
+def test_few_shot_beyond_the_dataset_is_refused(tmp_path):
+    from rewardscope.data import load_task
+
+    path = tmp_path / "two.jsonl"
+    path.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": "4"}\n')
+    problems, examples = load_task(DataConfig(dataset="jsonl", path=str(path), kind="number"), 1)
+    assert [p.question for p in problems] == ["2+2?"] and examples[problems[0].id][0].question == "1+1?"
+    with pytest.raises(RewardscopeError, match="prompt.few_shot=2: dataset 'jsonl' has only 2 problems"):
+        load_task(DataConfig(dataset="jsonl", path=str(path), kind="number"), 2)

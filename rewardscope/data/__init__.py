@@ -19,6 +19,8 @@ _LAZY = {
     "dataset_names": "rewardscope.data.loaders",
     "format_question": "rewardscope.data.prompts",
     "load_problems": "rewardscope.data.loaders",
+    "load_task": "rewardscope.data.loaders",
+    "worked_answer": "rewardscope.data.prompts",
     "register_dataset": "rewardscope.data.loaders",
 }
 __all__ = sorted(_LAZY)

@@ -20,7 +20,7 @@ import math
 import random
 from decimal import Decimal
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -208,6 +208,8 @@ class DatasetSpec:
     read_local: Callable[[Path], Rows]  # original local format -> hub rows
     convert: Converter
     number_rows_by: str | None = None  # ids number rows within each value of this column (MMLU: per subject)
+    dev_split: str | None = None  # a split of solved examples for few-shot prompts (prompt.few_shot), if any...
+    dev_files: tuple[str, ...] = ()  # ...and where it lies beside the evaluated files (like `files`)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -226,7 +228,7 @@ DATASETS: dict[str, DatasetSpec] = {
                                  ("dev_rand_split.jsonl", "commonsenseqa/dev_rand_split.jsonl"),
                                  _nested_choices_jsonl, _labelled_choices),
     "mmlu": DatasetSpec("cais/mmlu", "all", "test", "choice", ("test", "mmlu/test", "."), _mmlu_csv, _mmlu,
-                        number_rows_by="subject"),
+                        number_rows_by="subject", dev_split="dev", dev_files=("dev", "mmlu/dev", "../dev")),
 }
 
 RECORD_FIELDS = ("id", "question", "answer", "choices")  # what data.fields may map (record field -> column)
@@ -377,11 +379,24 @@ def get_dataset(name: str) -> Dataset:
 # Loading
 
 
-def load_problems(cfg: DataConfig) -> list[Problem]:
+def load_problems(cfg: DataConfig, set_aside: int = 0) -> list[Problem]:
     """The problems `cfg` names, from a local file or folder (cfg.path), the hub or a registered dataset,
-    shuffled and limited."""
+    shuffled and limited. `set_aside`: the first that many problems in file order are left out (before the
+    shuffle and the limit): few-shot examples of a dataset without a dev split (`few_shot_examples`)."""
     if cfg.limit is not None and cfg.limit < 1:
         raise RewardscopeError(f"data.limit: {cfg.limit} (expected a positive number, or null for all)")
+    problems = _all_problems(cfg)
+    if set_aside >= len(problems):
+        raise RewardscopeError(f"prompt.few_shot={set_aside}: dataset {cfg.dataset!r} has only {len(problems)} "
+                               f"problems, and its first {set_aside} would be set aside as examples")
+    problems = problems[set_aside:]
+    if cfg.shuffle_seed is not None:
+        random.Random(cfg.shuffle_seed).shuffle(problems)
+    return problems[: cfg.limit]
+
+
+def _all_problems(cfg: DataConfig) -> list[Problem]:
+    """Every problem of the dataset, in its own order, each checked to be a Problem of the dataset's kind."""
     dataset = get_dataset(cfg.dataset)
     _check_settings(cfg, dataset)
     problems = list(dataset.load(cfg))
@@ -396,9 +411,49 @@ def load_problems(cfg: DataConfig) -> list[Problem]:
             got = f"kind {problem.kind!r}" if isinstance(problem, Problem) else type(problem).__name__
             raise RewardscopeError(f"dataset {cfg.dataset!r}: problem {i} is not a Problem of kind {kind!r} "
                                    f"(got {got})")
-    if cfg.shuffle_seed is not None:
-        random.Random(cfg.shuffle_seed).shuffle(problems)
-    return problems[: cfg.limit]
+    return problems
+
+
+def load_task(cfg: DataConfig, few_shot: int = 0) -> tuple[list[Problem], dict[str, list[Problem]]]:
+    """The problems to evaluate and, for each problem id, its `few_shot` solved examples (prompt.few_shot).
+
+    Examples come from the dataset's dev split where it has one (MMLU's dev/: 5 per subject, the same subject's
+    for each problem, in file order); otherwise the dataset's first `few_shot` problems in file order are the
+    examples of every problem and are never evaluated. Example ids are prefixed "example:"."""
+    if few_shot == 0:
+        return load_problems(cfg), {}
+    spec = DATASETS.get(cfg.dataset)
+    if spec is None or spec.dev_split is None:
+        examples = [replace(p, id=f"example:{p.id}") for p in _all_problems(cfg)[:few_shot]]
+        problems = load_problems(cfg, set_aside=few_shot)
+        return problems, {p.id: examples for p in problems}
+    problems = load_problems(cfg)
+    dev = _dev_problems(cfg.dataset, spec, cfg)
+    by_group: dict[str, list[Problem]] = {}
+    for p in dev:
+        by_group.setdefault(p.metadata.get(spec.number_rows_by, ""), []).append(replace(p, id=f"example:{p.id}"))
+    chosen = {}
+    for p in problems:
+        group = p.metadata.get(spec.number_rows_by, "")
+        pool = by_group.get(group, [])
+        if len(pool) < few_shot:
+            raise RewardscopeError(f"prompt.few_shot={few_shot}: the {spec.dev_split} split of {cfg.dataset!r} has "
+                                   f"{len(pool)} examples{f' for {group!r}' if group else ''}; ask for fewer")
+        chosen[p.id] = pool[:few_shot]
+    return problems, chosen
+
+
+def _dev_problems(name: str, spec: DatasetSpec, cfg: DataConfig) -> list[Problem]:
+    if cfg.path is None:
+        return to_problems(_hub_rows(name, spec, replace(cfg, split=spec.dev_split)), spec.convert, spec.number_rows_by)
+    evaluated = _locate(spec, Path(cfg.path))
+    for base in (Path(cfg.path), evaluated):
+        for relative in spec.dev_files:
+            folder = base / relative
+            if folder.exists() and folder.resolve() != evaluated.resolve():
+                return _non_empty(to_problems(spec.read_local(folder), spec.convert, spec.number_rows_by), folder)
+    raise RewardscopeError(f"prompt.few_shot: no {spec.dev_split} split of {name!r} beside {evaluated} (looked for "
+                           f"{' or '.join(spec.dev_files)}); few-shot examples come from it")
 
 
 def _check_settings(cfg: DataConfig, dataset: Dataset) -> None:

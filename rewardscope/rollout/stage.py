@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from rewardscope.config import Recipe, results_dict
-from rewardscope.data import build_prompt, load_problems
+from rewardscope.data import build_prompt, load_task
 from rewardscope.errors import RewardscopeError
 from rewardscope.grading import Grader
 from rewardscope.io import read_json, read_parquet, write_json, write_parquet
@@ -92,7 +92,7 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
     hf.check_sampling(cfg.n, cfg.temperature, cfg.top_p, cfg.max_new_tokens)
     if cfg.problems_per_shard < 1:
         raise RewardscopeError(f"rollout.problems_per_shard: expected at least 1, got {cfg.problems_per_shard}")
-    problems = load_problems(recipe.data)
+    problems, examples = load_task(recipe.data, recipe.prompt.few_shot)
     size = cfg.problems_per_shard
     shards = [problems[start : start + size] for start in range(0, len(problems), size)]
     paths = [shard_dir / f"shard-{k:05d}.parquet" for k in range(len(shards))]
@@ -107,7 +107,8 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
         try:
             generate, tokenizer, context = _backend(recipe, model, tokenizer)
             # Every prompt is built and measured before the first draw: one that cannot fit fails now, not mid-run.
-            prompts = {k: [build_prompt(problem, tokenizer, recipe.prompt) for problem in shards[k]] for k in todo}
+            prompts = {k: [build_prompt(problem, tokenizer, recipe.prompt, examples.get(problem.id, ()))
+                            for problem in shards[k]] for k in todo}
             check_context({k * size + i: p for k in todo for i, p in enumerate(prompts[k])}, problems, tokenizer,
                           cfg.max_new_tokens, context)
             done = len(problems) - sum(len(shards[k]) for k in todo)
