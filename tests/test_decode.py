@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from scipy import stats
 from transformers.generation.logits_process import TopPLogitsWarper
 
 from rewardscope.hooks import residual_hooks
 from rewardscope.models import load_model, tiny_model
 from rewardscope.rollout import generate
-from rewardscope.rollout.decode import nucleus
+from rewardscope.rollout.decode import next_tokens, nucleus
 
 
 def full_sort_nucleus(scores: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -52,15 +53,39 @@ def test_draws_follow_the_models_distribution(char_tokenizer):
     out = generate(model, char_tokenizer, [prompt], n=n, temperature=0.7, top_p=1.0, max_new_tokens=1,
                    batch_size=n, seed=0)
     counts = torch.bincount(torch.tensor([g.response_ids[0] for g in out[0]]), minlength=len(probs)).double()
+    assert (probs * n > 20).sum() >= 5
+    ok, detail = chi_square_ok(counts, probs)
+    assert ok, detail
+
+
+def chi_square_ok(counts: torch.Tensor, probs: torch.Tensor) -> tuple[bool, str]:
+    """Pearson's chi-square of draws against `probs` over the tokens expected > 20 times (the rest pooled),
+    against the 99.9% quantile of its distribution."""
+    n = counts.sum()
     expected = probs.double() * n
     common = expected > 20
-    assert common.sum() >= 5
-    # Pearson's chi-square over the common tokens (rare ones pooled): 99.9% quantile of chi2(k) is < k + 4.3 sqrt(k)
     pooled = torch.cat([counts[common], counts[~common].sum()[None]])
     expect = torch.cat([expected[common], expected[~common].sum()[None]])
-    chi2 = float(((pooled - expect) ** 2 / expect).sum())
-    dof = len(pooled) - 1
-    assert chi2 < dof + 4.3 * dof ** 0.5, f"chi2 {chi2:.1f} over {dof} degrees of freedom"
+    keep = expect > 0
+    chi2 = float(((pooled[keep] - expect[keep]) ** 2 / expect[keep]).sum())
+    dof = int(keep.sum()) - 1
+    return chi2 < stats.chi2.ppf(0.999, dof), f"chi2 {chi2:.1f} over {dof} degrees of freedom"
+
+
+@pytest.mark.parametrize("top_p", [0.8, 0.95])
+def test_draws_among_the_top_k_follow_the_renormalised_nucleus(top_p):
+    # Row 0 is peaked (its nucleus lies within the top 8: drawn among them), row 1 flat (the full-sort fallback).
+    logits = torch.stack([torch.linspace(4, -4, 50), torch.linspace(0.3, -0.3, 50)]) / 0.7
+    torch.manual_seed(0)
+    draws = torch.stack([next_tokens(logits, 0.7, top_p, k=8) for _ in range(6000)])
+    for row in range(2):
+        kept = nucleus(logits[row:row + 1] / 0.7, top_p)[0]
+        assert (~torch.isinf(kept)).sum() > (8 if row else 1)
+        probs = kept.softmax(-1)
+        counts = torch.bincount(draws[:, row], minlength=50).double()
+        assert counts[torch.isinf(kept)].sum() == 0, "a token outside the nucleus was drawn"
+        ok, detail = chi_square_ok(counts, probs)
+        assert ok, f"row {row}: {detail}"
 
 
 def batch_sizes_per_forward(model, tokenizer, prompts, **options) -> list[int]:
