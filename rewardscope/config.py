@@ -168,6 +168,40 @@ class SweepConfig:
     layers: list[int] | Literal["all"] = "all"
 
 
+def _fractions(v: list[float]) -> str | None:
+    return None if v and all(0 < f < 1 for f in v) else f"expected a non-empty list of values in (0, 1), got {v!r}"
+
+
+def _known_arms(v: list[str]) -> str | None:
+    from rewardscope.ablate.arms import ARMS
+
+    unknown = [a for a in v if a not in ARMS]
+    return f"unknown arm {unknown[0]!r} (known: {', '.join(ARMS)})" if unknown else None
+
+
+@dataclass
+class AblateConfig:
+    layers: list[int] = field(default_factory=lambda: [0])  # blocks ablated, one at a time (each must be probed)
+    fractions: list[float] = _field(factory=lambda: [0.01], check=_fractions)  # share of the width per arm
+    # (paper: 1%; 0.05, 0.1 as options)
+    arms: list[str] = _field(factory=lambda: ["value", "random", "magnitude_matched", "magnitude", "terminal",
+                                              "next_token", "wanda", "direction", "random_direction"],
+                             check=_known_arms)  # rewardscope.ablate.arms; the unablated model always runs
+    random_draws: int = _field(3, check=_at_least(1))  # draws of each random arm
+    mode: Literal["zero", "mean"] = "zero"  # paper: zero; mean: the training states' mean of each dim
+    positions: Literal["all", "generated"] = "all"  # paper: every position (prompt and generated tokens)
+    problems: int | None = _field(None, check=_at_least(1))  # the first N of the probe's held-out problems
+    n: int = _field(4, check=_at_least(1))  # samples per problem, the same sampling seed for every arm
+    temperature: float | None = _field(None, check=_non_negative)  # None: rollout.temperature
+    max_new_tokens: int | None = _field(None, check=_at_least(1))  # None: rollout.max_new_tokens
+    seed: int = _field(0, check=_at_least(0))  # sampling seed and the random arms' draws
+    sink_ratio: float = _field(20.0, check=_positive)  # attention-sink dims: first-token |activation| over this
+    # many times the median dim's (excluded from the uniform random arm and listed)
+    control_token: str | None = None  # positive control: this token's unembedding direction (through the final
+    # norm) projected out of the last block, against random directions; its rate in the responses is reported
+    bootstrap: int = _field(2000, check=_at_least(100))  # paired bootstrap resamples over problems
+
+
 def _known_stages(stages: list[str]) -> str | None:
     from rewardscope.stages import ALIASES, STAGES  # the registry: one list of stages
 
@@ -188,6 +222,7 @@ class Recipe:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    ablate: AblateConfig = field(default_factory=AblateConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -54,6 +54,9 @@ STAGES: dict[str, Stage] = {
         Stage("probe", "Train value probes for every layer, then the pruning sweep and the value neurons.",
               sections=("probe", "sweep"), inputs=("capture",),
               run="rewardscope.probe.stage:run", report="probe", format=2),  # 2: validation split, early stop
+        Stage("ablate", "Task accuracy with each arm's dims removed from one layer during generation, with controls.",
+              sections=("model", "data", "prompt", "rollout", "grade", "ablate"),
+              inputs=("rollout", "capture", "probe"), run="rewardscope.ablate.stage:run", report="ablate"),
     )
 }
 ALIASES = {"extract": "capture"}  # the capture stage's name before 0.2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval (no continuity correction) of a proportion p observed over n units."""
@@ -19,3 +21,44 @@ def rate(successes: int, n: int) -> dict:
     if n == 0:
         return {"value": None, "ci95": [None, None], "n": 0}
     return {"value": successes / n, "ci95": list(wilson_interval(successes / n, n)), "n": n}
+
+
+def holm(p_values: list[float | None], alpha: float = 0.05) -> list[bool | None]:
+    """Holm-Bonferroni step-down: which hypotheses are rejected at family-wise level `alpha` (None: no test).
+
+    The family is every defined p-value given; undefined ones (None) are not counted."""
+    defined = [i for i, p in enumerate(p_values) if p is not None]
+    rejected: list[bool | None] = [None if p is None else False for p in p_values]
+    m = len(defined)
+    for rank, i in enumerate(sorted(defined, key=lambda i: p_values[i])):
+        if p_values[i] > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def paired_difference_test(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Mean of a - b over paired units (problems: one value each, e.g. a problem's accuracy under two arms),
+    with a 95% percentile-bootstrap CI over units and a two-sided sign-flip permutation p-value (under the
+    null the two arms are exchangeable within a unit, so each unit's difference is as likely negated)."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    n = len(diff)
+    if n == 0:
+        return {"delta": None, "ci95": [None, None], "p_value": None, "n": 0}
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, n, size=(n_boot, n))].mean(1)
+    observed = float(diff.mean())
+    flipped = np.abs((diff * rng.choice([-1.0, 1.0], size=(n_boot, n))).mean(1))
+    p = float((1 + np.sum(flipped >= abs(observed) - 1e-12)) / (1 + n_boot))
+    return {"delta": observed, "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+            "p_value": min(p, 1.0), "n": n, "test": "sign-flip permutation (two-sided); CI: bootstrap over units"}
+
+
+def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """{"value", "ci95", "n"}: the mean of per-unit values with a 95% percentile-bootstrap CI over units."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return {"value": None, "ci95": [None, None], "n": 0}
+    means = values[np.random.default_rng(seed).integers(0, len(values), size=(n_boot, len(values)))].mean(1)
+    return {"value": float(values.mean()), "ci95": [float(np.percentile(means, 2.5)),
+                                                     float(np.percentile(means, 97.5))], "n": len(values)}

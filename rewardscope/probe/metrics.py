@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
+from rewardscope.stats import holm  # noqa: F401 (its home is rewardscope.stats; imported here by callers)
+
 SCORED_POSITIONS = ("s0", "step_end", "last")  # V before generation, at every step end (pooled), at the last token
 POSITIONS = SCORED_POSITIONS  # the old name, still read by probe/stage.py, transfer/runs.py, bench/probes.py
 
@@ -122,20 +124,6 @@ def wald_p_value(estimate: float, replicates: np.ndarray, null: float) -> float 
     if se == 0:
         return 1.0 if estimate == null else 0.0
     return float(2 * norm.sf(abs(estimate - null) / se))
-
-
-def holm(p_values: list[float | None], alpha: float = 0.05) -> list[bool | None]:
-    """Holm-Bonferroni step-down: which hypotheses are rejected at family-wise level `alpha` (None: no test).
-
-    The family is every defined p-value given; undefined ones (None) are not counted."""
-    defined = [i for i, p in enumerate(p_values) if p is not None]
-    rejected: list[bool | None] = [None if p is None else False for p in p_values]
-    m = len(defined)
-    for rank, i in enumerate(sorted(defined, key=lambda i: p_values[i])):
-        if p_values[i] > alpha / (m - rank):
-            break
-        rejected[i] = True
-    return rejected
 
 
 def mark_holm(cells: list[dict], alpha: float = 0.05) -> dict:

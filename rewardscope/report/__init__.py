@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from rewardscope.report import ablate as _ablate
 from rewardscope.report import probe as _probe
 from rewardscope.report import rollout as _rollout
 from rewardscope.report import transfer as _transfer
@@ -24,6 +25,7 @@ SECTIONS: dict[str, Callable] = {
     "rollout": _rollout.section,
     "probe": _probe.section,
     "transfer": _transfer.section,
+    "ablate": _ablate.section,
 }
 
 __all__ = ["SECTIONS", "Figure", "Html", "Section", "Table", "figures_dir", "summary_table", "table_html",

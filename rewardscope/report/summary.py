@@ -77,4 +77,23 @@ def summary_table(run_dir: Path) -> str:
             m = pruned[top]
             lines.append(f"transfer  vs {path.stem}: mean IoU over layers at ratio {top:g} "
                          f"{f3(m.get('mean_iou'))} (random {f3(m.get('mean_random_iou_expected'))})")
+    ablation = load_json(run_dir / "ablate" / "results.json")
+    if ablation:
+        s = ablation["summary"]
+        base = s["unablated_accuracy"]
+        lines.append(f"ablate    unablated accuracy {f3(base['value'])} {ci_text(base['ci95'])} on {s['problems']} "
+                     f"held-out problems; {s['significant_after_holm']} of {s['family_size']} paired tests survive Holm")
+        rows = [["layer", "fraction", "arm", "accuracy", "minus unablated", "95% CI", "Holm"]]
+        for layer, slots in ablation["table"].items():
+            for slot, cells in slots.items():
+                for arm, c in cells.items():
+                    d = c["minus_unablated"]
+                    rows.append([layer, slot, arm, f3(c["accuracy"]["value"]), signed(d["delta"]),
+                                 ci_text(d["ci95"], 3, sign=True), "yes" if d.get("holm_significant") else "no"])
+        lines += _columns(rows)
+        control = s.get("positive_control")
+        if control:
+            lines.append(f"          positive control: control-token rate {f3(control['unablated_token_rate'])} "
+                         f"unablated, {f3(control['control_token_rate'])} with its direction removed, "
+                         f"{f3(control['random_directions_token_rate'])} with random directions")
     return "\n".join(lines)
