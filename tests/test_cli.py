@@ -11,7 +11,7 @@ import yaml
 
 from rewardscope.cli import build_parser
 
-COMMANDS = {"run", "rollout", "capture", "extract", "probe", "config", "report", "grade", "transfer", "demo-model"}
+COMMANDS = {"run", "rollout", "capture", "extract", "probe", "ablate", "config", "report", "grade", "transfer", "demo-model"}
 
 
 def rewardscope(*args, cwd=None):
