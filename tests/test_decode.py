@@ -109,3 +109,21 @@ def test_finished_rows_leave_the_batch_and_copies_share_the_prefill():
     # One cached step per token after the first; at each, the rows that had not sampled EOS yet.
     assert sizes[1:] == [sum(length > step for length in lengths) for step in range(1, lengths[-1])]
     assert sizes[-1] < 12 and len(set(lengths)) > 1
+
+
+def test_in_a_large_batch_finished_rows_leave_in_groups():
+    from rewardscope.config import PromptConfig
+    from rewardscope.data import build_prompt
+    from rewardscope.organism.task import generate_problems
+    from rewardscope.rollout.decode import COMPACT_GROUP
+
+    model, tok = load_model("demo", dtype="float32", device="cpu")
+    prompts = [build_prompt(p, tok, PromptConfig()) for p in generate_problems(4, seed=5)]
+    sizes, out = batch_sizes_per_forward(model, tok, prompts, n=16, temperature=1.0, top_p=0.95,
+                                         max_new_tokens=96, batch_size=64, seed=0)
+    lengths = [len(g.response_ids) for samples in out for g in samples]
+    assert sizes[0] == 4
+    for step, (before, size) in enumerate(zip([64, *sizes[1:]], sizes[1:]), start=1):
+        running = sum(length > step for length in lengths)
+        assert 0 <= size - running < max(1, before // COMPACT_GROUP), f"step {step}: {size} rows, {running} running"
+    assert sizes[-1] < 16 and len(set(sizes)) > 3

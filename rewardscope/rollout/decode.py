@@ -2,8 +2,9 @@
 
 Why not `generate` (bench/sampling.py, docs/models.md has the figures for SmolLM2 on 2 CPU cores):
 - finished rows: `generate` decodes every row until the batch's longest response ends; on real responses 39-45%
-  of all row-steps were rows that had already sampled EOS. Here a row leaves the batch (its KV cache rows, mask
-  and positions with it) at the step it samples an EOS token.
+  of all row-steps were rows that had already sampled EOS. Here finished rows leave the batch (their KV cache
+  rows, mask and positions with them) as soon as they are 1/16 of it (`COMPACT_GROUP`: each compaction copies
+  the whole cache, so a batch of 64 does not copy it at every EOS).
 - repeated prompts: the n rollouts of a prompt are prefilled once and their cache rows copied.
 - top-p over a large vocabulary: a full sort of every row at every step (164 ms per step at batch 32 over
   49,152 tokens). The nucleus is found among the top `NUCLEUS_TOP_K` tokens by a partial sort, falling back to
@@ -21,6 +22,7 @@ import inspect
 import torch
 
 NUCLEUS_TOP_K = 256  # covers the nucleus of nearly every real distribution (8 of 96 SmolLM2 rows fell back)
+COMPACT_GROUP = 16  # finished rows leave once they are 1/16 of the batch (at once below 32 rows)
 
 
 def nucleus(scores: torch.Tensor, top_p: float, k: int = NUCLEUS_TOP_K) -> torch.Tensor:
@@ -85,22 +87,25 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: l
     logits, mask = out.logits[select, -1], attention_mask[select]
     position = positions[select, -1:] + 1
     alive = list(range(len(rows)))  # which output row each batch row is
+    finished = torch.zeros(len(rows), dtype=torch.bool, device=input_ids.device)
     tokens: list[list[int]] = [[] for _ in rows]
     eos = torch.tensor(sorted(eos_ids), device=input_ids.device)
     for step in range(max_new_tokens):
         token = next_tokens(logits, temperature, top_p)
-        for row, t in zip(alive, token.tolist()):
-            tokens[row].append(t)
+        for row, t, done in zip(alive, token.tolist(), finished.tolist()):
+            if not done:
+                tokens[row].append(t)
         if step == max_new_tokens - 1:
             break
-        running = ~torch.isin(token, eos)
-        if not running.all():  # finished rows leave the batch
-            if not running.any():
-                break
-            keep = running.nonzero().squeeze(1)
+        finished |= torch.isin(token, eos)
+        if finished.all():
+            break
+        # Finished rows leave the batch in groups: each compaction copies every layer's KV cache.
+        if finished.sum() >= max(1, len(alive) // COMPACT_GROUP):
+            keep = (~finished).nonzero().squeeze(1)
             cache.reorder_cache(keep)
             alive = [alive[i] for i in keep.tolist()]
-            token, mask, position = token[keep], mask[keep], position[keep]
+            token, mask, position, finished = token[keep], mask[keep], position[keep], finished[keep]
         mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, **options)
         logits, position = out.logits[:, -1], position + 1
