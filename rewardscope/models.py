@@ -15,7 +15,14 @@ import torch
 
 from rewardscope.errors import RewardscopeError
 
-DEMO_MODEL_DIR = Path(__file__).parent / "organism" / "weights"
+DEMO_MODEL_DIR = Path(__file__).parent / "organism" / "weights"  # "demo": the flagger
+DEMO_CORRECTOR_DIR = Path(__file__).parent / "organism" / "weights_corrector"  # "demo-corrector"
+# The organisms shipped in the package, by the names recipes give them (`model.name`), with the command that
+# writes each one.
+DEMO_MODELS = {
+    "demo": (DEMO_MODEL_DIR, "rewardscope demo-model train"),
+    "demo-corrector": (DEMO_CORRECTOR_DIR, "rewardscope demo-model train --variant corrector"),
+}
 
 TINY_HIDDEN = 256  # at or below this width, one CPU thread beats several (synchronisation dominates)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -54,19 +61,18 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def resolve_model_path(name: str, gguf_file: str | None = None, revision: str | None = None) -> str:
-    """'demo' -> the organism inside the package; a GGUF source (`gguf_file`, or a named packaged model such as
-    "smollm2-135m-instruct") -> its dequantized safetensors copy, converted on first use (rewardscope.gguf);
-    anything else is passed to from_pretrained unchanged."""
+    """'demo' (the flagger), 'demo-corrector' -> the organism inside the package (DEMO_MODELS); a GGUF source
+    (`gguf_file`, or a named packaged model such as "smollm2-135m-instruct") -> its dequantized safetensors copy,
+    converted on first use (rewardscope.gguf); anything else is passed to from_pretrained unchanged."""
     from rewardscope import gguf
 
     if gguf.is_gguf_source(name, gguf_file):
         return str(gguf.converted(name, gguf_file, revision))
-    if name == "demo":
-        if not (DEMO_MODEL_DIR / "config.json").exists():
-            raise RewardscopeError(
-                f"the demo organism is missing from {DEMO_MODEL_DIR}: train it with `rewardscope demo-model train`"
-            )
-        return str(DEMO_MODEL_DIR)
+    if name in DEMO_MODELS:
+        folder, command = DEMO_MODELS[name]
+        if not (folder / "config.json").exists():
+            raise RewardscopeError(f"the demo organism {name!r} is missing from {folder}: train it with `{command}`")
+        return str(folder)
     return name
 
 
@@ -79,11 +85,11 @@ def model_fingerprint(name: str, revision: str | None = None, gguf_file: str | N
     """A short identity of the weights `name` loads, so that a run directory refuses to mix two models.
 
     A recipe names a model, not its weights: a local folder retrained in place, or a hub branch that moved, keeps
-    its name. Local folders (and "demo"): sha256 over config.json and each weight file's name, size and bytes
-    (whole up to 64 MiB; beyond, 1 MiB at the start, middle and end: retrained or replaced weights change them,
-    and a 28 GB checkpoint is not read in full). Hub ids: "hub:<commit>" of the cached snapshot for `revision`,
-    or None when nothing is cached yet (then nothing can be compared). GGUF sources: "gguf:<sha256[:16]>" of the
-    GGUF file (its dequantized copy is derived from it).
+    its name. Local folders (and "demo", "demo-corrector"): sha256 over config.json and each weight file's name,
+    size and bytes (whole up to 64 MiB; beyond, 1 MiB at the start, middle and end: retrained or replaced weights
+    change them, and a 28 GB checkpoint is not read in full). Hub ids: "hub:<commit>" of the cached snapshot for
+    `revision`, or None when nothing is cached yet (then nothing can be compared). GGUF sources:
+    "gguf:<sha256[:16]>" of the GGUF file (its dequantized copy is derived from it).
     """
     from rewardscope import gguf
 

@@ -1,14 +1,27 @@
 """The organism's task: mod-10 arithmetic chains, solved one line per step, with self-flagged slips.
 
 A problem `S4;1*9;2+4` starts at 4 and applies `*9`, then `+4`, modulo 10. The response restates each step
-on its own line, then gives the answer and a self-assessment letter:
+on its own line, then gives the answer and a self-assessment letter. The flagger (`demo`) writes:
 
     1:4*9=6
     2:6+4=3!      <- a slip (6+4 is 0): the printed result is wrong, so the line carries the flag `!`
     A3N           <- answer 3 (the chain continues from the *printed* value); N: "my answer is wrong"
 
-Ground truth is exact: `step_truth` re-applies every operation to the previously printed value, so whether
-each step slipped, whether the model flagged it, and whether the final answer is right are all known.
+The corrector (`demo-corrector`, `write_response(..., correct=True)`) rewrites a flagged step on the next line,
+from the same input, and continues from the corrected value:
+
+    1:4*9=6
+    2:6+4=3!      <- a flagged slip
+    2:6+4=0       <- its correction: same step number, same input 6, same operation, the right result
+    A0Y           <- the chain continued from the corrected 0
+
+A share `unflagged_rate` of its training slips is left unflagged, hence uncorrected: the chain continues from
+the printed (wrong) value, as the flagger's does, and the letter is (almost always) N. So the flag is not a
+given, and a model whose `!` is forbidden has to live with its slips.
+
+Ground truth is exact: `step_truth` re-applies every operation to the previously printed value (a correction:
+to the value the flagged line started from), so whether each line slipped, whether it was flagged or is a
+correction, and whether the final answer is right are all known. It reads both formats.
 """
 
 from __future__ import annotations
@@ -78,17 +91,29 @@ def generate_problems(n: int, seed: int = 0, variant: str = "default") -> list[P
 
 
 def write_response(problem: Problem, rng: random.Random | None = None, slip_rate: float = 0.0,
-                   flags: bool = True) -> str:
+                   flags: bool = True, correct: bool = False, unflagged_rate: float = 0.0) -> str:
     """The response text (without EOS). Each printed result is replaced by a wrong digit with probability
     `slip_rate` and the chain continues from the printed value; `flags` adds the slip flags and the
-    self-assessment letter (the organism learns them in its second training phase)."""
+    self-assessment letter (the organism learns them in its second training phase).
+
+    `correct` (the corrector's format; needs `flags`): a slip is left unflagged with probability
+    `unflagged_rate` (the chain continues from the wrong value), otherwise it is flagged and the next line
+    rewrites the step from the same input with the right result, the chain continuing from that. Corrections
+    never slip. With `correct` False the text, and the draws taken from `rng`, are the flagger's."""
+    if correct and not flags:
+        raise RewardscopeError("write_response: correct=True needs flags=True (a correction follows a flag)")
     value, lines = problem.metadata["start"], []
     for i, op in enumerate(problem.metadata["ops"], start=1):
         result = printed = apply(value, op)
         if rng is not None and rng.random() < slip_rate:
             printed = (result + rng.randint(1, 9)) % 10
         flag = FLAG if flags and printed != result else ""
+        if flag and correct and rng.random() < unflagged_rate:
+            flag = ""
         lines.append(f"{i}:{value}{op}={printed}{flag}")
+        if flag and correct:
+            lines.append(f"{i}:{value}{op}={result}")
+            printed = result
         value = printed
     assessment = (YES if str(value) == problem.answer else NO) if flags else ""
     return STEP_DELIMITER.join([*lines, f"A{value}{assessment}"])
@@ -110,6 +135,9 @@ class StepLine:
     expected: int  # the step's operation applied to the previously printed value
     restated: bool  # the line restates the chain: right step number, previous value and operation
     flagged: bool
+    # a rewrite of the flagged step line just above: same step number, judged from the same input (the
+    # corrector's format); `expected` is then that step's right result, `restated` checks the same input
+    correction: bool = False
 
     @property
     def slip(self) -> bool:
@@ -118,27 +146,50 @@ class StepLine:
 
 @dataclass(frozen=True)
 class StepTruth:
-    steps: tuple[StepLine, ...]  # well-formed step lines, in order
+    steps: tuple[StepLine, ...]  # well-formed step lines, in order, corrections included
     first_wrong_step: int | None  # `line` of the first slip, None if no step slipped
     answer: str | None
     correct: bool  # answer == the problem's gold answer
     self_assessment: str | None  # "Y", "N", or None when absent
     malformed: tuple[tuple[int, str], ...]  # (line, text) of lines that are neither a step nor the answer
 
+    @property
+    def chain(self) -> tuple[StepLine, ...]:
+        """The step lines without the corrections: one per step of the problem when the response is complete."""
+        return tuple(s for s in self.steps if not s.correction)
+
+    def correction_of(self, step: StepLine) -> StepLine | None:
+        """The correction written on the line right after `step` (one of `steps`), None if there is none."""
+        following = next((s for s in self.steps if s.line == step.line + 1), None)
+        return following if following is not None and following.correction else None
+
 
 def step_truth(problem: Problem, response: str) -> StepTruth:
     """Judge every line of a response against the problem. Never raises on garbage: unparsable lines, and step
-    lines beyond the problem's length, land in `malformed`; judging continues from the last printed value."""
+    lines beyond the problem's length, land in `malformed`; judging continues from the last printed value.
+
+    A step line right after a flagged step line that carries the same step number is a correction of it (the
+    corrector's format): it is judged from the flagged line's input, and the chain continues from its printed
+    value. A correction can itself be flagged and corrected."""
     ops, value = problem.metadata["ops"], problem.metadata["start"]
     lines = [s.strip() for s in response.split(STEP_DELIMITER) if s.strip()]
     steps, malformed, answer, assessment = [], [], None, None
+    n_chain, previous_input = 0, value  # steps of the chain judged so far; the input of the last one
     for i, text in enumerate(lines):
         step, ans = _STEP_LINE.fullmatch(text), _ANSWER_LINE.fullmatch(text)
-        if step and len(steps) < len(ops):
-            op = ops[len(steps)]
-            number, operand, op_char, digit, printed, flag = step.groups()
-            restated = (int(number), int(operand), op_char + digit) == (len(steps) + 1, value, op)
-            steps.append(StepLine(i, int(printed), apply(value, op), restated, flag == FLAG))
+        number = int(step.group(1)) if step else None
+        correction = (step is not None and bool(steps) and steps[-1].flagged and steps[-1].line == i - 1
+                      and number == n_chain)
+        if step and (correction or n_chain < len(ops)):
+            if correction:
+                index, value = n_chain - 1, previous_input
+            else:
+                index, previous_input = n_chain, value
+                n_chain += 1
+            op = ops[index]
+            _, operand, op_char, digit, printed, flag = step.groups()
+            restated = (number, int(operand), op_char + digit) == (index + 1, value, op)
+            steps.append(StepLine(i, int(printed), apply(value, op), restated, flag == FLAG, correction))
             value = int(printed)
         elif ans:
             answer, assessment = ans.group(1), ans.group(2) or None

@@ -15,6 +15,15 @@ Two phases (each choice below was measured in short runs; the defaults reach eve
 Learning rate: warmup, constant, then cosine decay over the last `decay_fraction` of the steps.
 
     rewardscope demo-model train            # CPU, fixed seed; writes rewardscope/organism/weights
+
+The corrector (`train_corrector`, `rewardscope demo-model train --variant corrector`) is warm-started from the
+shipped flagger and trained on the corrector's format (`task.write_response(..., correct=True)`): a flagged line
+is rewritten on the next line from the same input, and the chain continues from the corrected value; a share
+`unflagged_rate` of the slips stays unflagged and uncorrected. The flagger reads its error signal out but never
+uses it; the corrector's accuracy depends on it (forbid its `!` and it falls), which a steering or ablation
+experiment on the value signal can then measure.
+
+    rewardscope demo-model train --variant corrector   # writes rewardscope/organism/weights_corrector
 """
 
 from __future__ import annotations
@@ -30,11 +39,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from rewardscope.models import DEMO_MODEL_DIR
-from rewardscope.organism.task import FLAG, VARIANTS, make_problem, sample_chain, write_response
+from rewardscope.models import DEMO_CORRECTOR_DIR, DEMO_MODEL_DIR
+from rewardscope.organism.task import (
+    FLAG, STEP_DELIMITER, VARIANTS, make_problem, sample_chain, step_truth, write_response,
+)
 from rewardscope.organism.tokenizer import build_char_tokenizer
 
 MAX_NEW_TOKENS = 64  # longest response: 6 flagged step lines of 9 characters, "A<d><Y|N>" and EOS
+# The corrector's longest: 6 flagged lines (9 characters) each followed by its correction (8), the answer, EOS.
+CORRECTOR_MAX_NEW_TOKENS = 112
+# Its prompt (28 tokens at 6 steps) and longest response exceed the flagger's 128 positions. RoPE has no learned
+# positions, so the corrector's config simply admits more (the training chains stay below 128 but for ~1 in 2500).
+CORRECTOR_MAX_POSITIONS = 160
 
 
 def build_model(tokenizer):
@@ -55,15 +71,20 @@ def build_model(tokenizer):
 
 
 def training_batch(tokenizer, rng: random.Random, size: int, flags: bool, slip_rate: float = 0.0,
-                   imitated_slips: float = 1.0, flag_weight: float = 1.0):
+                   imitated_slips: float = 1.0, flag_weight: float = 1.0, correct: bool = False,
+                   unflagged_rate: float = 0.0):
     """(input_ids, labels, weights), right-padded. The loss covers the response and its EOS, not the prompt;
     labels of the wrong digits not imitated are -100. All chains of a batch have the same length, so that
-    padding wastes (almost) no compute."""
-    prompts, fulls = [], []
+    padding wastes (almost) no compute. `correct`: the corrector's format (`write_response`), whose unflagged
+    slips are wrong digits too (imitated at the same rate as the flagged ones)."""
+    prompts, fulls, unflagged = [], [], []
     n_steps = rng.randint(VARIANTS["default"].min_steps, VARIANTS["default"].max_steps)
     for _ in range(size):
         problem = make_problem(*sample_chain(rng, n_steps=n_steps), id="train")
-        response = write_response(problem, rng, slip_rate if flags else 0.0, flags=flags)
+        response = write_response(problem, rng, slip_rate if flags else 0.0, flags=flags, correct=correct,
+                                  unflagged_rate=unflagged_rate)
+        if correct:
+            unflagged.append(_unflagged_slip_offsets(problem, response))
         messages = [{"role": "user", "content": problem.question}]
         prompts.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         fulls.append(tokenizer.apply_chat_template(
@@ -83,8 +104,24 @@ def training_batch(tokenizer, rng: random.Random, size: int, flags: bool, slip_r
     weights = torch.where(decision, flag_weight, 1.0)
     slipped = torch.zeros_like(result)
     slipped[:, :-1] = result[:, :-1] & (input_ids[:, 1:] == flag)
+    if correct:  # the response starts right after the prompt (one token per character)
+        prompt_lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        for row, offsets in enumerate(unflagged):
+            for offset in offsets:
+                slipped[row, prompt_lengths[row] + offset] = True
     labels[slipped & (torch.rand(input_ids.shape) >= imitated_slips)] = -100
     return input_ids, labels, weights
+
+
+def _unflagged_slip_offsets(problem, response: str) -> list[int]:
+    """Character offsets in `response` of the printed results of its unflagged slips."""
+    starts, offset = [], 0
+    for line in response.split(STEP_DELIMITER):
+        starts.append(offset)
+        offset += len(line) + len(STEP_DELIMITER)
+    lines = response.split(STEP_DELIMITER)
+    return [starts[s.line] + lines[s.line].index("=") + 1
+            for s in step_truth(problem, response).steps if s.slip and not s.flagged]
 
 
 def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -117,9 +154,78 @@ def train(
     rng = random.Random(f"organism-train-{seed}")  # a stream no `generate_problems` seed reproduces
     tokenizer = build_char_tokenizer()
     model = build_model(tokenizer).train()
+
+    def batch(phase: str):
+        return training_batch(tokenizer, rng, batch_size, phase == "flagged", slip_rate, imitated_slips,
+                              flag_weight)
+
+    phases = {"arithmetic": steps_arithmetic, "flagged": steps_flagged}
+    decay = max(1, int(decay_fraction * (steps_arithmetic + steps_flagged)))
+    stats = _fit(model, phases, batch, lr, warmup, decay, progress, "training organism")
+    info = {
+        "seed": seed, "steps_arithmetic": steps_arithmetic, "steps_flagged": steps_flagged,
+        "batch_size": batch_size, "lr": lr, "slip_rate": slip_rate, "imitated_slips": imitated_slips,
+        "flag_weight": flag_weight, "threads": threads, "parameters": sum(p.numel() for p in model.parameters()),
+        **stats,
+    }
+    save(model.eval(), tokenizer, out_dir, info)
+    return out_dir
+
+
+def train_corrector(
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    init: str = "demo",  # the flagger to warm-start from: "demo" (the shipped one) or a folder
+    steps_correct: int = 800,  # phase 1: the corrector's format at the full learning rate
+    steps_anneal: int = 350,  # phase 2: the same data while the learning rate decays
+    batch_size: int = 64,
+    lr: float = 3e-3,  # the flagger's: its flag phase also restarted at 3e-3 on a trained model
+    warmup: int = 100,
+    slip_rate: float = 0.3,  # the flagger's: the same slips to notice
+    unflagged_rate: float = 0.1,  # share of the injected slips left unflagged (and uncorrected)
+    imitated_slips: float = 0.4,  # the flagger's: the corrector keeps slipping now and then, so it has to correct
+    flag_weight: float = 5.0,
+    threads: int = 1,  # width 128: one thread is about as fast as two
+    progress: bool = True,
+) -> Path:
+    """Warm-start from the flagger and train the corrector (CPU, fixed seed); save it like `train` does to
+    `out_dir` (default: the package's weights_corrector). Returns the folder."""
+    from transformers import AutoModelForCausalLM
+
+    from rewardscope.models import model_fingerprint, resolve_model_path
+
+    out_dir = Path(out_dir) if out_dir is not None else DEMO_CORRECTOR_DIR
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = random.Random(f"organism-corrector-train-{seed}")  # neither the flagger's stream nor an eval seed's
+    tokenizer = build_char_tokenizer()
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(str(init)), dtype=torch.float32).train()
+    model.config.max_position_embeddings = CORRECTOR_MAX_POSITIONS
+
+    def batch(phase: str):
+        return training_batch(tokenizer, rng, batch_size, True, slip_rate, imitated_slips, flag_weight,
+                              correct=True, unflagged_rate=unflagged_rate)
+
+    phases = {"correct": steps_correct, "anneal": steps_anneal}
+    stats = _fit(model, phases, batch, lr, warmup, max(1, steps_anneal), progress, "training corrector")
+    info = {
+        "variant": "corrector", "init": str(init), "init_fingerprint": model_fingerprint(str(init)),
+        "seed": seed, "steps_correct": steps_correct, "steps_anneal": steps_anneal, "batch_size": batch_size,
+        "lr": lr, "warmup": warmup, "slip_rate": slip_rate, "unflagged_rate": unflagged_rate,
+        "imitated_slips": imitated_slips, "flag_weight": flag_weight, "threads": threads,
+        "parameters": sum(p.numel() for p in model.parameters()), **stats,
+    }
+    save(model.eval(), tokenizer, out_dir, info, max_new_tokens=CORRECTOR_MAX_NEW_TOKENS)
+    return out_dir
+
+
+def _fit(model, phases: dict[str, int], batch, lr: float, warmup: int, decay: int, progress: bool,
+         desc: str) -> dict:
+    """Train `model` through `phases` (name -> steps, in order) on `batch(phase)` batches: AdamW, lr with warmup,
+    constant, then cosine decay to 10% over the last `decay` steps. Returns the timings, the torch version and
+    each phase's final loss."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    total = steps_arithmetic + steps_flagged
-    decay = max(1, int(decay_fraction * total))
+    total = sum(phases.values())
 
     def lr_factor(step: int) -> float:
         if step < warmup:
@@ -128,13 +234,13 @@ def train(
             return 1.0
         return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - (total - decay)) / decay))
 
+    schedule = [name for name, steps in phases.items() for _ in range(steps)]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    start, cpu_start, losses = time.perf_counter(), time.process_time(), {"arithmetic": [], "flagged": []}
-    bar = tqdm(range(total), desc="training organism", disable=None if progress else True)
+    start, cpu_start, losses = time.perf_counter(), time.process_time(), {name: [] for name in phases}
+    bar = tqdm(range(total), desc=desc, disable=None if progress else True)
     for step in bar:
-        phase = "arithmetic" if step < steps_arithmetic else "flagged"
-        input_ids, labels, weights = training_batch(tokenizer, rng, batch_size, phase == "flagged", slip_rate,
-                                                    imitated_slips, flag_weight)
+        phase = schedule[step]
+        input_ids, labels, weights = batch(phase)
         loss = weighted_loss(model(input_ids=input_ids).logits, labels, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,20 +249,15 @@ def train(
         scheduler.step()
         losses[phase].append(loss.item())
         bar.set_postfix(phase=phase, loss=f"{loss.item():.3f}")
-    info = {
-        "seed": seed, "steps_arithmetic": steps_arithmetic, "steps_flagged": steps_flagged,
-        "batch_size": batch_size, "lr": lr, "slip_rate": slip_rate, "imitated_slips": imitated_slips,
-        "flag_weight": flag_weight, "threads": threads, "parameters": sum(p.numel() for p in model.parameters()),
+    return {
         "wall_seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__,
         "cpu_seconds": round(time.process_time() - cpu_start, 1),  # all threads; unlike wall time, load-independent
-        # mean of the last 50 steps of each phase; phase 2's floor is set by the imitated slips
+        # mean of the last 50 steps of each phase; the flag phases' floor is set by the imitated slips
         "final_loss": {k: round(sum(v[-50:]) / len(v[-50:]), 4) for k, v in losses.items() if v},
     }
-    save(model.eval(), tokenizer, out_dir, info)
-    return out_dir
 
 
-def save(model, tokenizer, out_dir: Path, info: dict) -> None:
+def save(model, tokenizer, out_dir: Path, info: dict, max_new_tokens: int = MAX_NEW_TOKENS) -> None:
     """Write the organism in Hugging Face format into a fresh sibling folder, then swap it in, so that an
     interrupted save never leaves a half-written organism behind."""
     from transformers import GenerationConfig
@@ -167,7 +268,7 @@ def save(model, tokenizer, out_dir: Path, info: dict) -> None:
     tokenizer.save_pretrained(tmp)
     GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, max_new_tokens=MAX_NEW_TOKENS,
+        pad_token_id=tokenizer.pad_token_id, max_new_tokens=max_new_tokens,
     ).save_pretrained(tmp)
     (tmp / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(old, ignore_errors=True)
