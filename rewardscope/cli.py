@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     dt = dsub.add_parser("train", help="Train the organism (CPU, fixed seed) and save it in Hugging Face format.")
     dt.add_argument("--out", help="output folder (default: the package's shipped weights folder)")
     dt.add_argument("--seed", type=int, default=0)
+    dt.add_argument("--variant", choices=["flagger", "corrector"], default="flagger",
+                    help="flagger (`demo`, the default) or corrector (`demo-corrector`, warm-started from the flagger)")
     de = dsub.add_parser("evaluate", help="Accuracy (greedy and sampled) and flag recall of an organism.")
     de.add_argument("--model", default="demo", help="folder of a trained organism (default: the shipped one)")
     de.add_argument("--n-problems", type=int, default=400)
