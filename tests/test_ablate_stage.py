@@ -225,3 +225,24 @@ def test_unembedding_direction_writes_the_tokens_logit():
     random = A.random_direction(model.config.hidden_size, seed=0, layer=0, draw=0)
     other = h - (h @ random)[..., None] * random
     assert abs(float(logit(h) - logit(projected))) > abs(float(logit(h) - logit(other)))
+
+
+def test_organism_figures_count_slips_flags_and_corrections():
+    import random
+
+    import pyarrow as pa
+
+    from rewardscope.ablate.stage import _organism_stats
+    from rewardscope.organism.task import generate_problems, step_truth, write_response
+
+    problems = generate_problems(40, seed=3)
+    rng = random.Random(0)
+    responses = [write_response(p, rng, slip_rate=0.3, correct=True, unflagged_rate=0.3) for p in problems]
+    stats = _organism_stats(pa.table({"problem_id": [p.id for p in problems], "response": responses}),
+                            {p.id: p for p in problems})
+    truths = [step_truth(p, r) for p, r in zip(problems, responses)]
+    slips = sum(s.slip for t in truths for s in t.chain)
+    flagged = sum(s.slip and s.flagged for t in truths for s in t.chain)
+    assert stats["slips"] == slips > 10 and 0 < flagged < slips  # some slips left unflagged on purpose
+    assert stats["corrections"] == flagged and stats["correction_rate"] == 1.0  # written corrections are right
+    assert stats["flag_recall"] == flagged / slips and stats["false_flags"] == 0

@@ -339,20 +339,24 @@ def _arm_stats(table: pa.Table, order: list[str], n_boot: int, problems: dict, k
 
 
 def _organism_stats(table: pa.Table, problems: dict) -> dict:
-    """Slips, flags and corrections of the organism's responses (exact ground truth, rewardscope.organism)."""
+    """Slips, flags and corrections of the organism's responses (exact ground truth, rewardscope.organism): a
+    flagged slip counts as corrected when the next line rewrites the step with the right result."""
     from rewardscope.organism.task import step_truth
 
-    slips = flagged = false_flags = steps = corrected = 0
+    slips = flagged = corrected = false_flags = steps = 0
     for pid, response in zip(table["problem_id"].to_pylist(), table["response"].to_pylist()):
         truth = step_truth(problems[pid], response)
-        for s in truth.steps:
+        for s in truth.chain:
             steps += 1
             slips += s.slip
-            flagged += s.slip and s.flagged
             false_flags += s.flagged and not s.slip
-        corrected += getattr(truth, "corrections", 0) or 0
+            if s.slip and s.flagged:
+                flagged += 1
+                fix = truth.correction_of(s)
+                corrected += fix is not None and not fix.slip
     return {"slips": slips, "steps": steps, "flag_recall": flagged / slips if slips else None,
-            "false_flags": false_flags, "corrections": corrected}
+            "false_flags": false_flags, "corrections": corrected,
+            "correction_rate": corrected / flagged if flagged else None}
 
 
 def analyze(plan: dict, tables: dict[str, pa.Table], n_boot: int, kind: str, problems: dict) -> dict:
