@@ -40,7 +40,11 @@ def holm(p_values: list[float | None], alpha: float = 0.05) -> list[bool | None]
 def paired_difference_test(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
     """Mean of a - b over paired units (problems: one value each, e.g. a problem's accuracy under two arms),
     with a 95% percentile-bootstrap CI over units and a two-sided sign-flip permutation p-value (under the
-    null the two arms are exchangeable within a unit, so each unit's difference is as likely negated)."""
+    null the two arms are exchangeable within a unit, so each unit's difference is as likely negated).
+
+    The p-value starts from `n_boot` random sign flips; one at or below 0.01 is refined with 200,000 more, so
+    that a Holm correction over a table of a hundred tests can be passed (the smallest p of n flips is
+    1 / (n + 1))."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     n = len(diff)
     if n == 0:
@@ -48,10 +52,19 @@ def paired_difference_test(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, see
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, n, size=(n_boot, n))].mean(1)
     observed = float(diff.mean())
-    flipped = np.abs((diff * rng.choice([-1.0, 1.0], size=(n_boot, n))).mean(1))
-    p = float((1 + np.sum(flipped >= abs(observed) - 1e-12)) / (1 + n_boot))
+    p = _sign_flip_p(diff, observed, n_boot, rng)
+    if p <= 0.01:
+        p = _sign_flip_p(diff, observed, 200_000, rng)
     return {"delta": observed, "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
-            "p_value": min(p, 1.0), "n": n, "test": "sign-flip permutation (two-sided); CI: bootstrap over units"}
+            "p_value": p, "n": n, "test": "sign-flip permutation (two-sided); CI: bootstrap over units"}
+
+
+def _sign_flip_p(diff: np.ndarray, observed: float, flips: int, rng: np.random.Generator) -> float:
+    extreme = 0
+    for start in range(0, flips, 20_000):  # bounded memory: 20,000 x n signs at a time
+        signs = rng.choice([-1.0, 1.0], size=(min(20_000, flips - start), len(diff)))
+        extreme += int(np.sum(np.abs((diff * signs).mean(1)) >= abs(observed) - 1e-12))
+    return min(1.0, (1 + extreme) / (1 + flips))
 
 
 def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:

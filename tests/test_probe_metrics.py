@@ -145,3 +145,16 @@ def test_wald_p_value_tracks_the_bootstrap_ci():
     assert cell["ci95"][0] > 0.5 and cell["p_value"] < 0.001
     assert cell["p_value"] == pytest.approx(wald_p_value(cell["auroc"], reps[1:], 0.5))
     assert wald_p_value(0.5, reps[1:], 0.5) == 1.0
+
+
+def test_paired_difference_test_has_the_resolution_a_holm_correction_needs():
+    from rewardscope.stats import holm, paired_difference_test
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.4, 1.0, 40)
+    strong = paired_difference_test(a, a - 0.3)  # every problem drops by 0.3
+    assert strong["delta"] == pytest.approx(0.3) and strong["p_value"] < 1e-4
+    assert holm([strong["p_value"]] + [0.5] * 150) [0]  # survives a family of 151 tests
+    null = paired_difference_test(a, a[::-1])
+    assert null["p_value"] > 0.05 and null["ci95"][0] < null["delta"] < null["ci95"][1]
+    assert paired_difference_test(a, a)["p_value"] == 1.0
