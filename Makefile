@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo smollm2 test bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/rewardscope run recipes/demo.yaml
 
+# A real pretrained model (SmolLM2-135M-Instruct from its PyPI package) on generated arithmetic (docs/models.md).
+smollm2: setup
+	$(BIN)/python scripts/arithmetic.py --out runs/data/arithmetic.jsonl
+	$(BIN)/rewardscope run recipes/smollm2.yaml
+
 test: setup
 	$(BIN)/pytest -q --timeout=900
 
@@ -27,6 +32,8 @@ bench: setup
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/probes.py --threads 1
 	$(BIN)/python bench/probes.py --threads 2
+	$(BIN)/python bench/sampling.py --rollout-prompts 64 --rollout-tokens 200 --rounds 1 --threads 2 --no-side-by-side --no-profile --no-sweep
+	$(BIN)/python bench/ablation.py
 
 clean:
 	rm -rf $(VENV) runs
