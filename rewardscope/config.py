@@ -172,11 +172,15 @@ def _fractions(v: list[float]) -> str | None:
     return None if v and all(0 < f < 1 for f in v) else f"expected a non-empty list of values in (0, 1), got {v!r}"
 
 
-def _known_arms(v: list[str]) -> str | None:
-    from rewardscope.ablate.arms import ARMS
+def _arm_names() -> tuple[str, ...]:
+    from rewardscope.ablate.arms import ARMS  # their one home, imported only when a recipe is built
 
-    unknown = [a for a in v if a not in ARMS]
-    return f"unknown arm {unknown[0]!r} (known: {', '.join(ARMS)})" if unknown else None
+    return ARMS
+
+
+def _known_arms(v: list[str]) -> str | None:
+    unknown = [a for a in v if a not in _arm_names()]
+    return f"unknown arm {unknown[0]!r} (known: {', '.join(_arm_names())})" if unknown else None
 
 
 @dataclass
@@ -184,9 +188,8 @@ class AblateConfig:
     layers: list[int] = field(default_factory=lambda: [0])  # blocks ablated, one at a time (each must be probed)
     fractions: list[float] = _field(factory=lambda: [0.01], check=_fractions)  # share of the width per arm
     # (paper: 1%; 0.05, 0.1 as options)
-    arms: list[str] = _field(factory=lambda: ["value", "random", "magnitude_matched", "magnitude", "terminal",
-                                              "next_token", "wanda", "direction", "random_direction"],
-                             check=_known_arms)  # rewardscope.ablate.arms; the unablated model always runs
+    arms: list[str] = _field(factory=lambda: list(_arm_names()), check=_known_arms)  # default: every arm of
+    # rewardscope.ablate.arms.ARMS; the unablated model always runs
     random_draws: int = _field(3, check=_at_least(1))  # draws of each random arm
     mode: Literal["zero", "mean"] = "zero"  # paper: zero; mean: the training states' mean of each dim
     positions: Literal["all", "generated"] = "all"  # paper: every position (prompt and generated tokens)

@@ -24,10 +24,8 @@ from torch import nn
 from rewardscope.errors import RewardscopeError
 from rewardscope.hooks import decoder_layers
 
-DIM_ARMS = ("value", "random", "magnitude_matched", "magnitude", "terminal", "next_token", "wanda")
-DIRECTION_ARMS = ("direction", "random_direction")
-ARMS = DIM_ARMS + DIRECTION_ARMS
-DRAWN = ("random", "magnitude_matched", "random_direction")  # arms with several random draws
+ARMS = ("value", "random", "magnitude_matched", "magnitude", "terminal", "next_token", "wanda", "direction",
+        "random_direction")  # the recipe's ablate.arms choose among these
 
 
 def count(fraction: float, d: int) -> int:

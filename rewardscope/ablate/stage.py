@@ -125,17 +125,12 @@ def _check_layers(cfg, probe: ProbeReader, capture: CaptureReader) -> None:
         if not neurons.get(str(layer)):
             raise RewardscopeError(f"{probe.directory / 'value_neurons.json'}: no value neurons for layer {layer} "
                                    f"(an empty list): the probe stage did not finish it; run `rewardscope probe` again")
-    bad = [a for a in cfg.arms if a not in A.ARMS]
-    if bad:
-        raise RewardscopeError(f"ablate.arms: unknown arm {bad[0]!r} (known: {', '.join(A.ARMS)})")
 
 
 def _held_out_problems(recipe: Recipe, probe: ProbeReader):
     split = probe.split
     chosen_on = set(split["train"]) | set(split["validation"])
-    held_out = [p for p in split["held_out"] if p not in chosen_on]
-    if cfg_limit := recipe.ablate.problems:
-        held_out = held_out[:cfg_limit]
+    held_out = [p for p in split["held_out"] if p not in chosen_on][: recipe.ablate.problems]
     if not held_out:
         raise RewardscopeError(f"{probe.directory / 'split.json'}: no held-out problems to ablate on")
     problems, examples = load_task(recipe.data, recipe.prompt.few_shot)
