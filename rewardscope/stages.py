@@ -56,7 +56,8 @@ STAGES: dict[str, Stage] = {
               run="rewardscope.probe.stage:run", report="probe", format=2),  # 2: validation split, early stop
         Stage("ablate", "Task accuracy with each arm's dims removed from one layer during generation, with controls.",
               sections=("model", "data", "prompt", "rollout", "grade", "ablate"),
-              inputs=("rollout", "capture", "probe"), run="rewardscope.ablate.stage:run", report="ablate"),
+              inputs=("rollout", "capture", "probe"), run="rewardscope.ablate.stage:run", report="ablate",
+              format=2),  # 2: magnitude matching by log RMS, sink dims excluded
     )
 }
 ALIASES = {"extract": "capture"}  # the capture stage's name before 0.2

@@ -29,7 +29,7 @@ def main() -> None:
     args = p.parse_args()
     results = json.loads((args.run_dir / "ablate" / "results.json").read_text())
     base, table = results["summary"]["unablated_accuracy"], results["table"]
-    layers = sorted(table, key=int)
+    layers = sorted((l for l, slots in table.items() if args.fraction in slots or "directions" in slots), key=int)
     lo, hi = base["ci95"]
     print(f"unablated {100 * base['value']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}], "
           f"{results['summary']['problems']} held-out problems; fraction {args.fraction}")

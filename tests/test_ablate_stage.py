@@ -246,3 +246,13 @@ def test_organism_figures_count_slips_flags_and_corrections():
     assert stats["slips"] == slips > 10 and 0 < flagged < slips  # some slips left unflagged on purpose
     assert stats["corrections"] == flagged and stats["correction_rate"] == 1.0  # written corrections are right
     assert stats["flag_recall"] == flagged / slips and stats["false_flags"] == 0
+
+
+def test_magnitude_matching_never_pairs_a_value_dim_with_a_sink_unless_it_is_one():
+    rms = np.concatenate([np.linspace(0.5, 3.0, 60), [40.0, 60.0]])  # dims 60 and 61: attention sinks
+    value = [59, 58]  # the largest ordinary dims: the sinks are their rank neighbours
+    for draw in range(20):
+        drawn, quality = A.magnitude_matched(rms, value, seed=0, layer=0, draw=draw, excluded=[60, 61])
+        assert not {60, 61} & set(drawn) and quality["summed_rms_ratio"] < 1.2
+    draws = [A.magnitude_matched(rms, [61], seed=0, layer=0, draw=d, excluded=[60, 61])[0][0] for d in range(40)]
+    assert 60 in draws  # a value dim that is a sink may be matched to the other sink

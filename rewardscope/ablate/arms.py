@@ -6,7 +6,7 @@ experiment stage (rewardscope.ablate.stage) computes the inputs from the probe a
 Arms, for one layer L and k dims (k = round(fraction * d), at least 1):
   value              the top k dims of the main value probe (L1 norm of its first-layer weights per input dim)
   random             k dims drawn uniformly, attention-sink dims excluded (`sink_dims`); several draws
-  magnitude_matched  for each value dim, a dim of about the same activation RMS (`magnitude_matched`); draws
+  magnitude_matched  for each value dim, a dim of about the same activation RMS, not a sink (`magnitude_matched`); draws
   magnitude          the k dims of largest activation RMS
   terminal           the top k dims of the Monte-Carlo probe (every state regressed on the terminal reward: the
                      paper's Appendix A "terminal-reward-only" probe)
@@ -61,33 +61,28 @@ def random_dims(d: int, k: int, excluded: list[int], *, seed: int, layer: int, d
     return sorted(int(i) for i in _rng(seed, layer, k, draw, "random").choice(allowed, size=k, replace=False))
 
 
-def magnitude_matched(rms: np.ndarray, dims: list[int], *, seed: int, layer: int, draw: int,
-                      window: int = 5) -> tuple[list[int], dict]:
-    """For each of `dims` (in order), a dim drawn uniformly among the `window` dims nearest to it in activation
-    RMS rank on each side that are neither in `dims` nor drawn already. Returns (the drawn dims, the matching
-    quality: mean |log(rms drawn / rms matched)| and the ratio of their summed RMS)."""
+def magnitude_matched(rms: np.ndarray, dims: list[int], *, seed: int, layer: int, draw: int, window: int = 5,
+                      excluded: list[int] = ()) -> tuple[list[int], dict]:
+    """For each of `dims` (in order), a dim drawn uniformly among the 2 x `window` dims nearest to it in log
+    activation RMS that are neither in `dims`, nor drawn already, nor `excluded` (attention-sink dims: a sink
+    is matched only to a value dim that is a sink itself; at the top of the RMS distribution a rank neighbour
+    can be 10x larger, and one such draw broke SmolLM2). Returns (the drawn dims, the matching quality: mean
+    |log(rms drawn / rms matched)| and the ratio of their summed RMS)."""
     rms = np.asarray(rms, dtype=np.float64)
-    order = np.argsort(rms, kind="stable")
-    rank = np.empty(len(rms), dtype=np.int64)
-    rank[order] = np.arange(len(rms))
-    taken = set(dims)
+    log_rms = np.log(np.maximum(rms, 1e-30))
+    taken, sinks = set(dims), set(excluded)
     rng = _rng(seed, layer, len(dims), draw, "magnitude_matched")
     drawn = []
     for dim in dims:
-        r = int(rank[dim])
-        lo, hi = r, r
-        candidates: list[int] = []
-        while len(candidates) < 2 * window and (lo > 0 or hi < len(rms) - 1):  # widen until enough free dims
-            lo, hi = max(lo - 1, 0), min(hi + 1, len(rms) - 1)
-            candidates = [int(order[i]) for i in range(lo, hi + 1) if int(order[i]) not in taken]
-        if not candidates:
+        free = [c for c in range(len(rms)) if c not in taken and (dim in sinks or c not in sinks)]
+        if not free:
             raise RewardscopeError(f"ablate: no dim left to match dim {dim} of layer {layer} by magnitude "
                                    f"({len(dims)} of {len(rms)} dims to match)")
-        pick = int(rng.choice(candidates))
+        nearest = sorted(free, key=lambda c: (abs(log_rms[c] - log_rms[dim]), c))[: 2 * window]
+        pick = int(rng.choice(nearest))
         taken.add(pick)
         drawn.append(pick)
-    with np.errstate(divide="ignore"):
-        log_ratio = np.abs(np.log(np.maximum(rms[drawn], 1e-30) / np.maximum(rms[dims], 1e-30)))
+    log_ratio = np.abs(log_rms[drawn] - log_rms[dims])
     quality = {"mean_abs_log_rms_ratio": float(log_ratio.mean()),
                "summed_rms_ratio": float(rms[drawn].sum() / max(rms[dims].sum(), 1e-30))}
     return sorted(drawn), quality

@@ -236,10 +236,11 @@ def _plan(recipe, model, tokenizer, probe: ProbeReader, capture: CaptureReader, 
                 if arm == "magnitude_matched":
                     quality = []
                     for draw in range(cfg.random_draws):
-                        dims, q = A.magnitude_matched(rms, value, seed=cfg.seed, layer=layer, draw=draw)
+                        dims, q = A.magnitude_matched(rms, value, seed=cfg.seed, layer=layer, draw=draw,
+                                                      excluded=sinks)
                         quality.append(q)
                         arms.append(Arm(f"{tag}-magnitude_matched-d{draw}", "magnitude_matched", layer, fraction,
-                                        draw, dims, note="matched on activation RMS rank to the value dims"))
+                                        draw, dims, note="matched on activation RMS to the value dims, attention-sink dims excluded"))
                     matching[f"{fraction:g}"] = quality
         if "direction" in cfg.arms:
             direction = A.reward_direction(states, rewards)
