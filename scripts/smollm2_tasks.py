@@ -86,7 +86,7 @@ def main() -> None:
                      **{f"data.{k}": v for k, v in data.items()}}
         recipe = load_recipe(None, overrides)
         run_dir = args.out / f"{name}-{setting}"
-        if model is None and not (run_dir / "rollouts.parquet").exists():
+        if model is None:  # also for a finished setting: its weights' fingerprint is the loaded folder's
             model, tokenizer = load_from_config(recipe.model)
         start = time.perf_counter()
         path = rollout(recipe, run_dir, model=model, tokenizer=tokenizer)

@@ -41,7 +41,9 @@ def test_chosen_layer_aurocs_are_within_the_seed_spread(demo):
     assert chosen["step_end"]["layer"] in (1, 2, 3)
     assert 0.77 <= chosen["step_end"]["auroc"] <= 0.88 and chosen["step_end"]["holm_significant"]
     assert chosen["last"]["auroc"] >= 0.93 and chosen["last"]["holm_significant"]
-    assert 0.50 <= chosen["s0"]["auroc"] <= 0.72  # only the problem's difficulty is knowable at s_0
+    # Only the problem's difficulty is knowable at s_0: 0.50-0.72 over three seeds with `generate`'s sampler,
+    # 0.498 [0.421, 0.580] with the rollout format 2 sampler (its own decode loop, other draws).
+    assert 0.42 <= chosen["s0"]["auroc"] <= 0.72
     assert 6 <= probe["summary"]["significant_cells"]["TD(0)"] <= 11
 
 
@@ -59,3 +61,12 @@ def test_value_dims_beat_random_dims_only_modestly(demo):
     at_90 = [next(r for r in rows if r["ratio"] == 0.9) for rows in probe["sweep"].values()]
     deltas = [row["value_minus_random"]["step_end"]["delta"] for row in at_90]
     assert len(deltas) == 4 and -0.01 <= sum(deltas) / len(deltas) <= 0.08
+
+
+def test_the_positive_control_removes_the_flags(demo):
+    """The demo ends with the ablate stage: projecting the flag's unembedding direction out of the last block
+    takes the flags from about 20% of the responses to none, while random directions leave them."""
+    results, _ = demo
+    control = results["ablate"]["positive_control"]
+    assert control["unablated_token_rate"] >= 0.1 and control["control_token_rate"] == 0.0
+    assert control["random_directions_token_rate"] >= 0.5 * control["unablated_token_rate"]

@@ -21,6 +21,7 @@ SMALL = [
     "--data.n_problems=40", "--rollout.n=4", "--rollout.problems_per_shard=20",
     "--probe.hidden=32", "--probe.epochs=4", "--probe.bootstrap=50",
     "--sweep.ratios=[0.0, 0.9]", "--sweep.random_draws=2",
+    "--stages=[rollout, capture, probe]",  # the demo's ablate stage has its own tests (test_ablate_stage.py)
 ]
 
 
