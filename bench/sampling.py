@@ -225,7 +225,7 @@ def sampling_alone(logits: torch.Tensor, steps: int) -> tuple[float, float, floa
     top_p = (time.perf_counter() - start) / steps
     start = time.perf_counter()
     for _ in range(steps):
-        torch.multinomial(torch.softmax(nucleus(logits.float() / 1.0, 0.95, k=1024), -1), 1)
+        torch.multinomial(torch.softmax(nucleus(logits.float(), 0.95, k=1024), -1), 1)
     partial = (time.perf_counter() - start) / steps
     start = time.perf_counter()
     for _ in range(steps):
