@@ -46,6 +46,7 @@ def _chart(results: dict) -> Figure:
         labels = ["unablated"] + [f"L{layer} {slot if slot[0].isdigit() else ''} {LABELS[arm]}".replace("  ", " ")
                                   for layer, slot, arm, _ in cells]
         ax.set_yticks(y, labels)
+        ax.set_ylim(-0.7, len(cells) + 0.7)
         ax.axvline(base["value"], color=COLORS["chance"], linestyle="--", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_xlabel("accuracy (mean over problems of the share of correct samples)")
