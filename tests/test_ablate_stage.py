@@ -256,3 +256,20 @@ def test_magnitude_matching_never_pairs_a_value_dim_with_a_sink_unless_it_is_one
         assert not {60, 61} & set(drawn) and quality["summed_rms_ratio"] < 1.2
     draws = [A.magnitude_matched(rms, [61], seed=0, layer=0, draw=d, excluded=[60, 61])[0][0] for d in range(40)]
     assert 60 in draws  # a value dim that is a sink may be matched to the other sink
+
+
+def test_the_report_and_the_summary_show_the_experiment(finished):
+    from rewardscope.report import summary_table, write_report
+    from rewardscope.report.ablate import section
+
+    _, run_dir, ablate_dir = finished
+    results = read_json(ablate_dir / "results.json")
+    sec = section(run_dir)
+    assert sec.title == "Ablation during generation" and len(sec.figures) == 1 and len(sec.tables) == 1
+    assert sec.figures[0].png.startswith(b"\x89PNG") and "Positive control" in " ".join(sec.paragraphs)
+    rows = sum(len(cells) for slots in results["table"].values() for cells in slots.values())
+    assert sec.tables[0].html.count("<tr>") == rows + 1  # a header row and one row per table cell
+    text = summary_table(run_dir)
+    assert "ablate    unablated accuracy" in text and "positive control: control-token rate" in text
+    html = write_report(run_dir, strict=True).read_text()
+    assert '<section id="ablate">' in html

@@ -20,7 +20,8 @@ from rewardscope.report import probe as probe_section
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--data.n_problems=40", "--rollout.n=4", "--probe.hidden=32", "--probe.epochs=4", "--probe.bootstrap=50",
-         "--sweep.ratios=[0.0, 0.9]", "--sweep.random_draws=2"]
+         "--sweep.ratios=[0.0, 0.9]", "--sweep.random_draws=2",
+         "--stages=[rollout, capture, probe]"]  # the ablate section's own test: tests/test_ablate_stage.py
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

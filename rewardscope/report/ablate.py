@@ -41,7 +41,9 @@ def _chart(results: dict) -> Figure:
         colors = [COLORS["chance"]] + [COLORS["value"] if arm in ("value", "direction", "control") else COLORS["random"]
                                       for _, _, arm, _ in cells]
         ax.barh(y, values, color=colors, height=0.7)
-        ax.errorbar(values, y, xerr=[np.subtract(values, lows), np.subtract(highs, values)], fmt="none",
+        # clipped at 0: a percentile interval can miss its point estimate by float rounding
+        errors = [np.maximum(np.subtract(values, lows), 0), np.maximum(np.subtract(highs, values), 0)]
+        ax.errorbar(values, y, xerr=errors, fmt="none",
                     ecolor="black", capsize=3, linewidth=1)
         labels = ["unablated"] + [f"L{layer} {slot if slot[0].isdigit() else ''} {LABELS[arm]}".replace("  ", " ")
                                   for layer, slot, arm, _ in cells]

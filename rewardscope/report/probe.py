@@ -310,7 +310,9 @@ def sweep_figure(res: dict) -> Figure | None:
             x, d = a["kept"], a["delta"]
             sig = np.array([excludes([lo, hi], 0) for lo, hi in zip(a["delta_lo"], a["delta_hi"])])
             err = np.vstack([d - a["delta_lo"], a["delta_hi"] - d])
-            bottom.errorbar(x, d, yerr=np.nan_to_num(err), fmt="none", ecolor=COLORS["value"], capsize=3, lw=1.3)
+            # clipped at 0: a percentile interval can miss its point estimate by float rounding (ratio 0: 1e-17)
+            bottom.errorbar(x, d, yerr=np.clip(np.nan_to_num(err), 0, None), fmt="none", ecolor=COLORS["value"],
+                            capsize=3, lw=1.3)
             bottom.plot(x[sig], d[sig], "o", color=COLORS["value"])
             bottom.plot(x[~sig], d[~sig], "o", mfc="white", mec=COLORS["value"], mew=1.6)
             _kept_axis(bottom, a)
