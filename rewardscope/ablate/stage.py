@@ -322,8 +322,8 @@ def _per_problem(table: pa.Table, column: str, order: list[str]) -> np.ndarray:
     return np.array([values[names == p].mean() for p in order])
 
 
-def _arm_stats(table: pa.Table, order: list[str], n_boot: int, problems: dict, kind: str) -> dict:
-    stats = {"accuracy": bootstrap_mean(_per_problem(table, "reward", order), n_boot),
+def _arm_stats(table: pa.Table, accuracy: np.ndarray, n_boot: int, problems: dict, kind: str) -> dict:
+    stats = {"accuracy": bootstrap_mean(accuracy, n_boot),
              "rollouts": table.num_rows,
              "mean_tokens": float(np.mean(table["n_tokens"].to_pylist())),
              "eos_rate": float(np.mean([f == "eos" for f in table["finish_reason"].to_pylist()])),
@@ -362,7 +362,7 @@ def analyze(plan: dict, tables: dict[str, pa.Table], n_boot: int, kind: str, pro
     acc = {a.key: _per_problem(tables[a.key], "reward", order) for a in arms}
     per_arm = {a.key: {"arm": a.arm, "layer": a.layer, "fraction": a.fraction, "draw": a.draw,
                        "removed": len(a.dims) if a.direction is None else "1 direction", "note": a.note,
-                       **_arm_stats(tables[a.key], order, n_boot, problems, kind)} for a in arms}
+                       **_arm_stats(tables[a.key], acc[a.key], n_boot, problems, kind)} for a in arms}
     comparisons = []  # one family for Holm: every test below
 
     def compare(name: str, a: np.ndarray, b: np.ndarray, where: dict) -> dict:
