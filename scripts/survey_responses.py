@@ -1,0 +1,62 @@
+"""Draw responses from the SmolLM2 task survey's rollouts for labelling by a person (no extractor output shown).
+
+The raw material of tests/data/grading/smollm2_choice_responses_fresh.jsonl, a second held-out set drawn after
+the letter extractor had been tuned on the first (tests/data/grading/README.md):
+
+    .venv/bin/python scripts/smollm2_tasks.py --out runs/smollm2-tasks      # the survey (README, "A real model")
+    .venv/bin/python scripts/survey_responses.py --out /tmp/fresh.jsonl --view /tmp/fresh.txt
+
+Each run's rollouts are shuffled with random.Random(seed) and the first `--per-run` kept. `--view` writes the
+options and the response of each row, numbered, for reading; nothing here runs an extractor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from rewardscope.config import load_recipe
+from rewardscope.data import load_task
+from rewardscope.grading.answers import CHOICE_LETTERS
+from rewardscope.io import read_parquet
+
+# (dataset, survey setting): the zero-shot choice runs at temperature 1.0, the ones the first set did not sample
+RUNS = [("arc-easy", "T1.0-shots0"), ("commonsenseqa", "T1.0-shots0"), ("mmlu", "T1.0-shots0")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--survey", default="runs/smollm2-tasks", help="scripts/smollm2_tasks.py's output folder")
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--out", required=True, help="JSONL to write (no labels)")
+    parser.add_argument("--view", help="a text file to read the rows in")
+    parser.add_argument("--per-run", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+    rows = []
+    for dataset, setting in RUNS:
+        problems, _ = load_task(load_recipe(None, {"data.dataset": dataset, "data.path": args.data}).data)
+        by_id = {p.id: p for p in problems}
+        rollouts = read_parquet(Path(args.survey) / f"{dataset}-{setting}" / "rollouts.parquet").to_pylist()
+        random.Random(args.seed).shuffle(rollouts)
+        temperature = float(setting.split("-")[0][1:])
+        for r in rollouts[: args.per_run]:
+            rows.append({"id": f"{r['problem_id']}#{r['sample']}@t{temperature}", "dataset": dataset,
+                         "prompt": r["prompt"], "response": r["response"],
+                         "choices": list(by_id[r["problem_id"]].choices), "gold": r["gold"],
+                         "temperature": temperature, "finish_reason": r["finish_reason"],
+                         "n_tokens": len(r["response_ids"]), "split": "heldout"})
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if args.view:
+        with open(args.view, "w", encoding="utf-8") as f:
+            for i, r in enumerate(rows):
+                options = " | ".join(f"{CHOICE_LETTERS[j]}) {c}" for j, c in enumerate(r["choices"]))
+                f.write(f"### {i} [{r['finish_reason']}] OPTIONS: {options}\n{r['response']}\n\n")
+    print(f"{len(rows)} rows -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
