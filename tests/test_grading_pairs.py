@@ -147,11 +147,26 @@ OPTIONS = ("Paris", "London", "Rome", "Berlin")
     ("The answer is (C) Rome, not (A) Paris.", "C", "marked"),
     ("The answer is A, B is wrong.", "A", "marked"),
     ("The answer is (B). The answer is (B).", "B", "marked"),
+    # A conclusion supersedes what came before it, unless it follows another answer at once; conclusions that
+    # disagree are ambiguous; a quoted answer is a mention, not an answer.
+    ("The answer is (A). Paris is big, London is old. Based on this, the answer is (C).", "C", "marked"),
+    ("(B) London\n\n1. London is old.\n2. So, in this case, it's Rome.", "C", "text"),
+    ("The answer is (A). So the answer is (C).", None, "ambiguous"),
+    ("The answer is (D). Therefore, the answer is (B). Therefore, the answer is (C).", None, "ambiguous"),
+    ('The answer is (C). Some say "the answer is (B)", which is wrong.', "C", "marked"),
+    # The last answer names no option (a word, a number, "not an option"): no letter, whatever came before.
+    ("(A) Paris\n\nThe correct answer is: Four", None, None),
+    ("A) Paris. The answer is not an option.", None, None),
+    ("The answer is (B). The answer is 7.", None, None),
+    ("(D) Berlin\n\nThis answer is the answer to the question.", "D", "opening"),  # a phrase that goes on
+    ("The answer must be either Paris or Rome", None, "ambiguous"),
+    ('Option C ("Rome is in Italy") is the correct answer.', "C", "stated"),
     # An opening option line is superseded by a later statement.
     ("A) Paris\n\nThe correct answer is (C) Rome.", "C", "marked"),
     # Cut off (ends mid-sentence): weighing another option again after the answer, or only explaining it.
     ("The answer is (C) Rome. Rome is old, but (A) Paris is also", None, "ambiguous"),
     ("The answer is (C) Rome. Rome has been the capital since", "C", "marked"),
+    ("The answer is (C) Rome. Rome is old. Direction (A", None, "ambiguous"),  # cut inside a label
     # A list of options is no pick: no opening, no fallback.
     ("A) Paris\nB) London\nC) Rome\nD) Berlin", None, None),
     ("(A) Paris (B) London (C) Rome: which one?", None, None),

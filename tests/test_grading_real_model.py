@@ -9,7 +9,10 @@ change them. The labelling rules are in tests/data/grading/README.md.
 The choice held-out figure is no longer a clean held-out measurement: the project saw the held-out failure list
 (a report listed the 21 held-out misses of the first measurement, with reasons) before the letter extractor was
 changed for ambiguity, option lists and option texts (developed on the tuning rows and on
-tests/data/grading/choice_responses.jsonl), and the brief for that change described those misses.
+tests/data/grading/choice_responses.jsonl), and the brief for that change described those misses. So a second,
+fresh held-out set was drawn and labelled (smollm2_choice_responses_fresh.jsonl, 96 rows, committed in d13ed8e
+before any extractor ran on it); it was measured twice, as counts only, before and after the last change of the
+letter extractor (conclusions, answers that are no option, quotations), which was made on the other files.
 """
 
 from __future__ import annotations
@@ -26,15 +29,17 @@ from rewardscope.stats import wilson_interval
 
 DATA = Path(__file__).parent / "data" / "grading"
 CHOICE_FILE, GSM8K_FILE = DATA / "smollm2_choice_responses.jsonl", DATA / "smollm2_gsm8k_responses.jsonl"
+FRESH_FILE = DATA / "smollm2_choice_responses_fresh.jsonl"
 FIELDS = ("id", "dataset", "prompt", "response", "choices", "gold", "temperature", "finish_reason", "label", "split",
           "note")
 CHOICE_DATASETS, TEMPERATURES, SPLITS = {"arc-easy", "commonsenseqa", "mmlu"}, {0.7, 1.0}, {"heldout", "tuning"}
 TARGET_CHOICE = 0.94  # held-out agreement the project asks of the letter extractor on real responses
 # First measurements (2026-12-01, the extractor as of commit 179392d): choice held-out 63/84; extract_number
 # held-out 3/42, and every row with a number label read right. The choice floor against regressions is the
-# measurement after the ambiguity rules (70/84, measured once; not clean: see above).
+# measurement after the last change of the letter extractor (78/84; not clean: see above). The fresh set: 78/96
+# with the extractor of d13ed8e, 79/96 after the last change (its floor).
 FIRST_CHOICE_HELDOUT, FIRST_NUMBER_HELDOUT = (63, 84), (3, 42)
-CHOICE_HELDOUT_FLOOR = (70, 84)
+CHOICE_HELDOUT_FLOOR, FRESH_FLOOR = (78, 84), (79, 96)
 
 
 def _figure(name: str, agree: int, n: int) -> str:
@@ -86,17 +91,18 @@ def test_enough_labelled_responses():
 # ---- multiple choice ----------------------------------------------------------------------------------------
 
 
-def _choice_report(split: str):
+def _choice_report(split: str, path: Path = CHOICE_FILE):
     """choice_agreement on one split, printed with its interval, per dataset and temperature, and each miss."""
-    cases = [r for r in _rows(CHOICE_FILE) if r["split"] == split]
+    cases = [r for r in _rows(path) if r["split"] == split]
     result = choice_agreement(cases)
     missed = {c["id"] for c, _ in result.misses}
     print()
-    print(_figure(f"choice {split}", result.agree, result.n))
+    print(_figure(f"choice {split} ({path.name})", result.agree, result.n))
     for dataset in sorted(CHOICE_DATASETS):
         for t in sorted(TEMPERATURES):
             picked = [c for c in cases if c["dataset"] == dataset and c["temperature"] == t]
-            print(f"  {dataset:14} t={t}: {sum(c['id'] not in missed for c in picked)}/{len(picked)}")
+            if picked:
+                print(f"  {dataset:14} t={t}: {sum(c['id'] not in missed for c in picked)}/{len(picked)}")
     labelled = [c for c in cases if c["label"] is not None]
     print("  " + _figure("responses with a label", sum(c["id"] not in missed for c in labelled), len(labelled)))
     nulls = [(c, letter) for c, (letter, _) in result.misses if c["label"] is None]
@@ -107,13 +113,29 @@ def _choice_report(split: str):
     return result
 
 
-@pytest.mark.xfail(strict=True, reason="measured 70/84 = 83.3% [95% Wilson 0.739, 0.898] on the held-out "
-                   "responses after the ambiguity rules (63/84 before; not a clean held-out figure, the failure list "
-                   "had been seen): 7 of the 23 null labels still read as a letter, and 7 of the 61 labelled "
-                   "responses now missed (4 of them called ambiguous)")
-def test_choice_heldout_agreement():
-    result = _choice_report("heldout")
+@pytest.mark.xfail(strict=True, reason="measured 78/84 = 92.9% [95% Wilson 0.853, 0.967] on the first held-out "
+                   "set (63/84 at first; not a clean held-out figure, its failure list had been seen); on the fresh "
+                   "held-out set 79/96 = 82.3% [0.735, 0.886]: below the 0.94 asked for")
+@pytest.mark.parametrize("path", [CHOICE_FILE, FRESH_FILE], ids=["first", "fresh"])
+def test_choice_heldout_agreement(path):
+    result = _choice_report("heldout", path)
     assert result.n >= 60 and result.rate >= TARGET_CHOICE
+
+
+def test_fresh_file_is_well_formed():
+    rows = _rows(FRESH_FILE)
+    assert len(rows) == FRESH_FLOOR[1] and len({r["id"] for r in rows}) == len(rows)
+    first = {r["id"] for r in _rows(CHOICE_FILE)}
+    for r in rows:
+        assert r["split"] == "heldout" and r["id"] not in first and r["dataset"] in CHOICE_DATASETS, r["id"]
+        letters = "ABCDEFGHIJ"[: len(r["choices"])]
+        assert r["gold"] in letters and (r["label"] is None or r["label"] in letters), r["id"]
+        assert r["finish_reason"] in ("eos", "length") and r["prompt"].endswith("<|im_start|>assistant\n"), r["id"]
+
+
+def test_choice_fresh_not_below_its_measurement():
+    result = choice_agreement(_rows(FRESH_FILE))
+    assert result.n == FRESH_FLOOR[1] and result.agree >= FRESH_FLOOR[0]
 
 
 def test_choice_heldout_not_below_first_measurement():
@@ -124,7 +146,7 @@ def test_choice_heldout_not_below_first_measurement():
 
 def test_choice_tuning_agreement_is_reported():
     result = _choice_report("tuning")
-    assert result.n >= 30 and result.agree >= 43  # 30/44 at the first measurement, 43/44 after the ambiguity rules
+    assert result.n >= 30 and result.agree >= 43  # 30/44 at the first measurement, 43/44 since the ambiguity rules
 
 
 def test_choice_agreement_without_the_fallback_is_reported():

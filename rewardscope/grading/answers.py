@@ -148,11 +148,21 @@ _TEXT_STATED = re.compile(r"\s+(?:is|seems\s+to\s+be|must\s+be|would\s+be)\s+(?:
 # A change of mind just before an answer statement (same sentence): it withdraws the earlier statements.
 _CORRECTION = re.compile(r"\b(?:wait|actually|on\s+second\s+thoughts?|correction|I\s+mean|I\s+was\s+wrong|"
                          r"scratch\s+that|instead|change[sd]?\s+my\s+mind)\b|\bno\s*[,:;.!—-]", re.IGNORECASE)
+_QUOTED = re.compile(r"[\"“'‘](?:the\s+)?(?:correct\s+|final\s+)?\Z", re.IGNORECASE)
+# A sentence that concludes: what it answers is final ("Based on these options, we can conclude that ...").
+_CONCLUSION = re.compile(r"\s*(?:\d+[.)]\s*)?(?:so|thus|hence|therefore|in\s+conclusion|to\s+conclude|finally|overall|"
+                         r"in\s+summary|based\s+on\b|we\s+can\s+conclude)\b", re.IGNORECASE)
 # What may follow an option's text given as the answer: the end, punctuation, or an explanation.
 _TEXT_END = re.compile(r"\s*(?:$|[.,;:!)\]\n]|[-–—]\s)|\s+(?:because|since|as|which|who|that|so|for|this|it|"
                        r"given|due)\b", re.IGNORECASE)
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)  # "A bar graph": option "bar graph"
 _PLACEHOLDER = re.compile(r"\s*(?:\(X\)|X(?![\w'’]))\s*(?:[=:\-]|is\b)?\s*")  # the instruction's "(X)": "(X) = 1"
+# An answer phrase followed by no option: "not an option" (or not listed, given, valid ...), a number, or one word
+# ending its sentence ("The correct answer is: Four"). Not a phrase that goes on ("the answer is the one that").
+_NO_OPTION = re.compile(r"[ \t]*(?:not\s+(?:an?\s+(?:valid\s+)?(?:option|choice)|one\s+of|among|listed|given|"
+                        r"available|applicable|valid|provided|in\s+the)\b|-?\d[\d.,]*(?![\w)\]])|"
+                        r"(?!(?:the|a|an|this|that|one|to|in|of|correct|not)\b)[A-Za-z]{2,}\s*(?:[.!]|$))",
+                        re.IGNORECASE)
 _LINE_OPENING = re.compile(r"[ \t]*(?:(?:the|my|final|correct|best|right)[ \t]+)*", re.IGNORECASE)
 _SENTENCE_END = ".!?\n"
 _TERMINAL = ".!?)]}\"'”’*`"  # a response ending otherwise ends mid-sentence: it may have been cut off
@@ -160,10 +170,11 @@ _TERMINAL = ".!?)]}\"'”’*`"  # a response ending otherwise ends mid-sentence
 
 class _Statement:
     """An answer statement: where it ends, the option(s) it names, by which rule, and whether it corrects."""
-    __slots__ = ("end", "letters", "rule", "corrects")
+    __slots__ = ("start", "end", "letters", "rule", "corrects", "concludes")
 
-    def __init__(self, end: int, letters: frozenset, rule: str, corrects: bool):
-        self.end, self.letters, self.rule, self.corrects = end, letters, rule, corrects
+    def __init__(self, start: int, end: int, letters: frozenset, rule: str, corrects: bool, concludes: bool):
+        self.start, self.end, self.letters, self.rule = start, end, letters, rule
+        self.corrects, self.concludes = corrects, concludes
 
 
 _RULE_ORDER = ("boxed", "marked", "stated", "text")
@@ -185,11 +196,15 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
     stated     a letter stated as chosen: "C is the correct option", "so I think it's A", "I'll say C"
     text       an option's text as the answer, after an answer phrase ("the answer is Rome, because ...") or
                before one ("Rome is the correct answer")
-    A statement followed by "?" is a question, not one. If the statements name one option, that is the answer
-    (the rule: the first of boxed, marked, stated, text among them). They are `ambiguous` (no letter) when they
-    name two or more different options (unless a later one corrects them: "Wait, no: the answer is (B)",
-    "Actually, the answer is D"), when one names several ("(A) or (C)", "either B or D"), or when the response
-    ends mid-sentence (cut off) after naming another option's label later than its last statement.
+    A statement followed by "?" is a question, and one in quotes a mention, not one. An answer phrase followed
+    by no option ("the answer is: Four", "7", "not an option") is a statement naming none: if it is the last,
+    there is no letter. A statement that corrects ("Wait, no: the answer is (B)", "Actually, ...") withdraws
+    those before it; so does one in a concluding sentence ("So, ...", "Therefore ...", "Based on this, ...")
+    unless a statement naming another option stands right before it ("The answer is (A). So the answer is
+    (C)."). If the remaining statements name one option, that is the answer (the rule: the first of boxed,
+    marked, stated, text among them). They are `ambiguous` (no letter) when they name two or more different
+    options, when one names several ("(A) or (C)", "either B or D", "either a predator or ..."), or when the
+    response ends mid-sentence (cut off) after naming another option's label later than its last statement.
     Without a statement:
     opening    a label opening the response ("(B) Paris", "B) ...", "B. ...", "[B]") or being all of it ("B");
                a digit only when it is all of it (a numbered list "1. First, ..." is not option A); not when the
@@ -222,7 +237,9 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
         lo = max(start - 40, 0)
         sentence = text[max(lo, *(text.rfind(c, lo, start) + 1 for c in _SENTENCE_END)):start]
         corrects = bool(_CORRECTION.search(sentence) or _CORRECTION.search(filler))
-        statements.append(_Statement(end, named, rule, corrects))
+        lo = max(start - 100, 0)
+        concludes = _CONCLUSION.match(text, max(lo, *(text.rfind(c, lo, start) + 1 for c in _SENTENCE_END))) is not None
+        statements.append(_Statement(start, end, named, rule, corrects, concludes))
 
     for m in re.finditer(r"\\(?:boxed|fbox)\{", text):
         found = re.match(rf"\s*\(?([{letters}{digits}{letters.lower()}])\)?(?:[\s.):}}]|$)", text[m.end():m.end() + 20])
@@ -235,6 +252,8 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
                rf"(?!\s+(?:is|was|are)\s+(?:not|wrong|incorrect|false)\b)")
     marks = list(_CHOICE_MARK.finditer(text))
     for m in marks:
+        if _QUOTED.search(text, max(m.start() - 6, 0), m.start()):
+            continue  # 'in place of "the answer is (D)," ...': a quotation mentions an answer, it gives none
         rest = text[m.end():m.end() + 300]  # bounded: a copy of the whole rest per mark would be quadratic
         line_start = text.rfind("\n", 0, m.start()) + 1
         if "\n" in m[0] and not _LINE_OPENING.fullmatch(text, line_start, m.start()):
@@ -249,17 +268,18 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
             if found[2]:  # "either ... or ...": several options whatever follows
                 named.add("X")
             add(m.start(), m.end() + found.end(), frozenset(named), "marked", found[1])
-        elif re.match(rf"{_FILLER}either\s+(?:\(X\)|X(?![\w'’]))", rest, re.IGNORECASE):
-            add(m.start(), m.end(), frozenset("X?"), "marked")  # "either (X) or D": several, whatever follows
-        elif options is not None:
-            tail = rest[:options.limit]
+        elif re.match(rf"{_FILLER}either\b", rest, re.IGNORECASE):
+            add(m.start(), m.end(), frozenset("X?"), "marked")  # "either (X) or D", "either a predator or ...": several
+        else:
+            tail = rest[:options.limit] if options is not None else rest
             placeholder = _PLACEHOLDER.match(tail)
-            tail = tail[placeholder.end():] if placeholder else tail
-            picked = options.opening(tail)
+            picked = options.opening(tail[placeholder.end():] if placeholder else tail) if options else None
             if picked:
                 add(m.start(), m.end(), frozenset(picked), "text")
+            elif not placeholder and _NO_OPTION.match(tail):
+                add(m.start(), m.end(), frozenset(), "none")  # "the correct answer is: Four", "... not an option"
     stated = [*re.finditer(rf"{_BEFORE}{_FILLER}{letter}", text, re.IGNORECASE),
-              *re.finditer(rf"(?<![\w'’]){letter}{_AFTER}", text),
+              *re.finditer(rf"(?<![\w'’]){letter}(?:\s*\([^()\n]{{1,160}}\))?{_AFTER}", text),
               *re.finditer(rf"{_OPTION_NAMED}{letter}(?=\s*(?:[,.;!]|$))", text, re.IGNORECASE)]
     for m in stated:
         if m[3] is None or m[3].isupper():  # case-blind phrases, case-exact letters
@@ -279,8 +299,17 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
 
     if statements:
         statements.sort(key=lambda s: s.end)
+        if not statements[-1].letters:
+            return None, None  # the last answer given is no option: it supersedes any earlier one and the opening
+        statements = [s for s in statements if s.letters]
         corrected = [i for i, s in enumerate(statements) if s.corrects]
         statements = statements[corrected[-1]:] if corrected else statements
+        # A conclusion ("Based on this, the answer is (C)") supersedes the statements before it, unless one naming
+        # another option stands right before it ("The answer is (A). So the answer is (C).": two answers). From
+        # the first conclusion on, every statement counts: conclusions naming different options are ambiguous.
+        concluded = [i for i, s in enumerate(statements) if s.concludes and i > 0
+                     and not _back_to_back(text, statements[i - 1], s, options)]
+        statements = statements[concluded[0]:] if concluded else statements
         named = frozenset().union(*(s.letters for s in statements))
         if len(named) != 1:
             return None, "ambiguous"
@@ -357,14 +386,30 @@ class _Options:
         return CHOICE_LETTERS[best[0]] if len(best) == 1 else None
 
 
+# What may stand between two answer statements that are one right after the other: punctuation, a list marker,
+# a line's opening words ("The correct answer is ...").
+_BETWEEN = re.compile(r"[\s.,;:!)\]\-–—/]*(?:(?:\d+[.)]|[-•]|step\s+\d+:?)\s*)?(?:(?:the|my|final|correct|so|thus|"
+                      r"therefore|hence|and|but)\b[\s,]*)*", re.IGNORECASE)
+
+
+def _back_to_back(text: str, before: "_Statement", after: "_Statement", options: "_Options | None") -> bool:
+    """Whether only punctuation, a list marker, opening words or the earlier option's text stand between."""
+    between = text[before.end:after.start]
+    if options is not None and len(before.letters) == 1:
+        option, stripped = options.raw[CHOICE_LETTERS.index(next(iter(before.letters)))], between.lstrip()
+        if option and stripped[:len(option)].lower() == option.lower():
+            between = stripped[len(option):]  # "The answer is (C) Rome. The answer is (D)."
+    return _BETWEEN.fullmatch(between) is not None
+
+
 def _contradicted_after(text: str, end: int, picked: str, letters: str) -> bool:
     """Whether a response that ends mid-sentence (cut off) names another option's label after `end`: it went
     back to weighing options, so its last answer statement is not its final answer."""
     tail = text.rstrip()
-    if not tail or tail[-1] in _TERMINAL or re.search(rf"(?<![\w'’])[{letters}]$", tail):
+    if not tail or tail[-1] in _TERMINAL or re.search(rf"(?<![\w'’(])[{letters}]$", tail):
         return False
     others = letters.replace(picked, "")
-    return bool(others) and re.search(rf"\([{others}]\)|\[[{others}]\]|(?<![\w'’])[{others}]\)|"
+    return bool(others) and re.search(rf"\([{others}](?:\)|$)|\[[{others}]\]|(?<![\w'’])[{others}]\)|"
                                       rf"\b(?:option|choice)\s+[{others}](?![\w'’])", text[end:]) is not None
 
 
