@@ -1,9 +1,9 @@
 """The stage registry: every stage of the pipeline, declared once (docs/architecture.md).
 
 The CLI subcommands, `rewardscope run`, the recipe's `stages` check, each artifact's key and the report's
-sections all come from `STAGES`. A stage's artifact is keyed by the recipe sections it reads and the keys of the
-artifacts it reads, like a build system: changing `probe.*` re-runs the probe stage only, and adding a section or
-a stage changes no existing key.
+sections all come from `STAGES`. A stage's artifact is keyed by the recipe sections it reads (and the content
+of a local data file), and the keys of the artifacts it reads, like a build system: changing `probe.*` re-runs
+the probe stage only, and adding a section or a stage changes no existing key.
 """
 
 from __future__ import annotations
@@ -91,12 +91,15 @@ def closure(names: list[str]) -> list[Stage]:
 
 def stage_key(stage: Stage, recipe, input_keys: dict[str, str]) -> str:
     """sha256 over the stage's name and format, the sections it reads (keys that cannot change a result left
-    out) and its inputs' keys."""
+    out), the content of the data files where it reads `data` and a local path gives them, and its inputs' keys."""
     from rewardscope.config import results_dict
+    from rewardscope.data import data_fingerprint
 
     payload = {"stage": stage.name, "format": stage.format,
                "config": {section: results_dict(getattr(recipe, section)) for section in stage.sections},
                "inputs": {name: input_keys[name] for name in stage.inputs}}
+    if "data" in stage.sections and (content := data_fingerprint(recipe.data)) is not None:
+        payload["data_content"] = content  # an edited file re-keys; no path (the organism task) keeps its key
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

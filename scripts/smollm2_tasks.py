@@ -1,7 +1,7 @@
 """Which task gives SmolLM2-135M-Instruct something to predict? Accuracy and mixed-problem share per dataset x
 temperature x few-shot setting, through the real rollout stage (sampler, prompts, graders).
 
-    .venv/bin/python scripts/arithmetic.py --out runs/data/arithmetic.jsonl
+    .venv/bin/python scripts/arithmetic.py --repeats --per-level 200 --out runs/data/arithmetic-survey.jsonl
     .venv/bin/python scripts/smollm2_tasks.py --out runs/smollm2-tasks [--problems 16] [--n 4] [--only arithmetic]
 
 Each setting is one rollout run (`<out>/<setting>/`, resumable: a finished setting is read back) on the first
@@ -31,7 +31,7 @@ from rewardscope.stats import wilson_interval
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # name -> (data settings, max_new_tokens, chance accuracy)
 DATASETS = {
-    "arithmetic": ({"dataset": "jsonl", "path": "runs/data/arithmetic.jsonl", "kind": "number"}, 96, 0.0),
+    "arithmetic": ({"dataset": "jsonl", "path": "runs/data/arithmetic-survey.jsonl", "kind": "number"}, 96, 0.0),
     "arc-easy": ({"dataset": "arc-easy", "path": str(DATA), "shuffle_seed": 0}, 160, 0.25),
     "commonsenseqa": ({"dataset": "commonsenseqa", "path": str(DATA), "shuffle_seed": 0}, 160, 0.20),
     "mmlu": ({"dataset": "mmlu", "path": str(DATA), "shuffle_seed": 0}, 160, 0.25),

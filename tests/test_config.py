@@ -169,3 +169,29 @@ def _leaf_fields(cfg, prefix=""):
             yield from _leaf_fields(value, prefix + f.name + ".")
         else:
             yield prefix + f.name, f
+
+
+
+def test_the_content_of_a_local_data_file_is_in_the_keys(tmp_path):
+    """An edited data file re-keys the stages that read `data` (rollout, ablate) and so everything after them; a
+    folder counts whole; without a path (the organism task) the keys are what they were before data content
+    was keyed (no entry added)."""
+    from rewardscope import stages
+    from rewardscope.data import data_fingerprint
+
+    data = tmp_path / "problems.jsonl"
+    data.write_text('{"id": "a", "question": "What is 2 + 2?", "answer": "4"}\n')
+    recipe = lambda path: load_recipe(None, ["--data.dataset=jsonl", f"--data.path={path}", "--data.kind=number"])
+    every = list(stages.STAGES.values())
+    before = stages.keys(recipe(data), every)
+    assert stages.keys(recipe(data), every) == before  # the same content, the same keys
+    data.write_text('{"id": "a", "question": "What is 2 + 3?", "answer": "5"}\n')
+    after = stages.keys(recipe(data), every)
+    assert all(before[name] != after[name] for name in stages.STAGES), (before, after)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "test.jsonl").write_text(data.read_text())
+    first = stages.keys(recipe(folder), every)["rollout"]
+    (folder / "notes.txt").write_text("any file under the folder")
+    assert stages.keys(recipe(folder), every)["rollout"] != first
+    assert data_fingerprint(load_recipe(None).data) is None

@@ -484,3 +484,35 @@ def test_no_import_cycle_between_data_grading_and_organism():
     assert "organism" not in imports.get("data", set()) and "organism" not in imports.get("grading", set())
     assert "data" not in imports.get("grading", set())  # data imports grading (number golds), never the reverse
     assert {"data", "grading"} <= imports["organism"]
+
+
+# ---- scripts/arithmetic.py: the generated task of recipes/smollm2.yaml -------------------------------------
+
+def _arithmetic(tmp_path, *args):
+    import subprocess
+    from pathlib import Path
+
+    out = tmp_path / "arithmetic.jsonl"
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "arithmetic.py"),
+                           "--out", str(out), *args], capture_output=True, text=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if done.returncode == 0 else None
+    return done, rows
+
+
+def test_generated_arithmetic_never_asks_a_question_twice(tmp_path):
+    """A question in both a probe's training and held-out problems would let it recall, not predict."""
+    done, rows = _arithmetic(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(rows) == 200 and len({r["question"] for r in rows}) == 200
+    assert [r["level"] for r in rows[:4]] == ["add1", "mul1", "add2", "chain"]
+    for r in rows[:40]:
+        if r["level"] != "chain":  # "What is 7 + 7?" -> 14, "What is 2 times 6?" -> 12
+            a, op, b = r["question"].removeprefix("What is ").rstrip("?").split(" ")
+            assert int(r["answer"]) == (int(a) + int(b) if op == "+" else int(a) * int(b)), r
+    done, rows = _arithmetic(tmp_path, "--levels", "sub1,word1", "--per-level", "100", "--seed", "1")
+    assert done.returncode == 0 and len({r["question"] for r in rows}) == 200
+    assert all(int(r["answer"]) >= 0 for r in rows)
+    done, _ = _arithmetic(tmp_path, "--levels", "mul1", "--per-level", "65")
+    assert done.returncode != 0 and "'mul1' has only 64 distinct questions" in done.stderr
+    done, rows = _arithmetic(tmp_path, "--repeats", "--per-level", "200")  # the survey's file, as it was made
+    assert len(rows) == 800 and len({r["question"] for r in rows[:200]}) == 169

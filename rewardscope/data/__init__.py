@@ -15,6 +15,7 @@ _LAZY = {
     "Dataset": "rewardscope.data.loaders",
     "DatasetSpec": "rewardscope.data.loaders",
     "Problem": "rewardscope.data.record",
+    "data_fingerprint": "rewardscope.data.loaders",
     "build_prompt": "rewardscope.data.prompts",
     "dataset_names": "rewardscope.data.loaders",
     "format_question": "rewardscope.data.prompts",

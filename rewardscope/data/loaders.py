@@ -14,6 +14,7 @@ package that imports rewardscope.data itself (the organism task) is declared in 
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
 import io
 import math
@@ -541,3 +542,31 @@ for _name, _spec in DATASETS.items():
     register_dataset(_name, partial(_benchmark, _name), _spec.kind, uses=("path", "hf_id", "hf_config", "split"),
                      ignores=_SYNTHETIC)
 register_dataset("jsonl", _custom, None, uses=("path", "fields", "kind"), ignores=_SYNTHETIC)
+
+
+_FINGERPRINTS: dict[tuple, str] = {}  # (path, every file's name, size and mtime) -> sha256: hash each file once
+
+
+def data_fingerprint(cfg: DataConfig) -> str | None:
+    """sha256 over the content of `data.path` (a file, or every file under a folder), so that an artifact made
+    from the data is keyed by what the data says, not only by where it lies; None without a local path (the
+    synthetic organism task; a hub dataset, keyed by its id and revision). A missing path is left to the loader's
+    error (None here)."""
+    if cfg.path is None:
+        return None
+    root = Path(cfg.path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    if not files:
+        return None
+    stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if (str(root), stats) not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        for p in files:
+            if p != root:  # a folder's files by their place in it; a file by its content alone
+                digest.update(p.relative_to(root).as_posix().encode() + b"\0")
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            digest.update(b"\0")
+        _FINGERPRINTS[(str(root), stats)] = digest.hexdigest()
+    return _FINGERPRINTS[(str(root), stats)]
