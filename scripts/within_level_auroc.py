@@ -2,7 +2,9 @@
 the AUROC of predicting each rollout by its level's training accuracy alone, and the probe's AUROC within each
 level (where difficulty is held fixed). Problem ids are "<level>-<k>" (scripts/arithmetic.py).
 
-    .venv/bin/python scripts/within_level_auroc.py RUN_DIR [--s0-layer 2] [--last-layer 22]
+    .venv/bin/python scripts/within_level_auroc.py RUN_DIR [--s0-layer L] [--last-layer L]
+
+The layers default to those the probe stage chose on its validation problems (results.json, summary).
 """
 
 import argparse
@@ -14,10 +16,13 @@ from rewardscope.readers import CaptureReader, ProbeReader
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("run_dir")
-p.add_argument("--s0-layer", type=int, default=2)
-p.add_argument("--last-layer", type=int, default=22)
+p.add_argument("--s0-layer", type=int, help="default: the layer chosen for s_0")
+p.add_argument("--last-layer", type=int, help="default: the layer chosen for the last token")
 args = p.parse_args()
 pr, cr = ProbeReader(f"{args.run_dir}/probe"), CaptureReader(f"{args.run_dir}/capture")
+chosen = pr.results["summary"]["chosen_layer"]
+args.s0_layer = chosen["s0"]["layer"] if args.s0_layer is None else args.s0_layer
+args.last_layer = chosen["last"]["layer"] if args.last_layer is None else args.last_layer
 idx = cr.index
 pid = np.asarray(idx["problem_id"].to_pylist())
 kind = np.asarray(idx["position_kind"].to_pylist())
