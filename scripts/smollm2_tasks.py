@@ -37,8 +37,6 @@ DATASETS = {
     "mmlu": ({"dataset": "mmlu", "path": str(DATA), "shuffle_seed": 0}, 160, 0.25),
     "gsm8k": ({"dataset": "gsm8k", "path": str(DATA), "shuffle_seed": 0}, 200, 0.0),
 }
-# (dataset, temperature, few-shot examples): the full grid where it is cheap (arithmetic: short answers) or the
-# first candidate (ARC-Easy), the paper's temperature 1.0 elsewhere (2 CPU cores: about 30 minutes in all).
 # (dataset, temperature, few-shot examples, instruction; None: the kind's default): the full grid where it is
 # cheap (arithmetic: short answers) or the first candidate (ARC-Easy), the paper's temperature 1.0 elsewhere (2 CPU
 # cores: about 30 minutes in all). Arithmetic also without the "reason step by step ... \\boxed{}" instruction:
