@@ -148,6 +148,7 @@ _TEXT_STATED = re.compile(r"\s+(?:is|seems\s+to\s+be|must\s+be|would\s+be)\s+(?:
 # A change of mind just before an answer statement (same sentence): it withdraws the earlier statements.
 _CORRECTION = re.compile(r"\b(?:wait|actually|on\s+second\s+thoughts?|correction|I\s+mean|I\s+was\s+wrong|"
                          r"scratch\s+that|instead|change[sd]?\s+my\s+mind)\b|\bno\s*[,:;.!—-]", re.IGNORECASE)
+# An answer phrase right after an opening quote is quoted, a mention: 'in place of "the answer is (D)," ...'.
 _QUOTED = re.compile(r"[\"“'‘](?:the\s+)?(?:correct\s+|final\s+)?\Z", re.IGNORECASE)
 # A sentence that concludes: what it answers is final ("Based on these options, we can conclude that ...").
 _CONCLUSION = re.compile(r"\s*(?:\d+[.)]\s*)?(?:so|thus|hence|therefore|in\s+conclusion|to\s+conclude|finally|overall|"
@@ -253,7 +254,7 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
     marks = list(_CHOICE_MARK.finditer(text))
     for m in marks:
         if _QUOTED.search(text, max(m.start() - 6, 0), m.start()):
-            continue  # 'in place of "the answer is (D)," ...': a quotation mentions an answer, it gives none
+            continue  # a quotation mentions an answer, it gives none
         rest = text[m.end():m.end() + 300]  # bounded: a copy of the whole rest per mark would be quadratic
         line_start = text.rfind("\n", 0, m.start()) + 1
         if "\n" in m[0] and not _LINE_OPENING.fullmatch(text, line_start, m.start()):
