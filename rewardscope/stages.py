@@ -91,15 +91,19 @@ def closure(names: list[str]) -> list[Stage]:
 
 def stage_key(stage: Stage, recipe, input_keys: dict[str, str]) -> str:
     """sha256 over the stage's name and format, the sections it reads (keys that cannot change a result left
-    out), the content of the data files where it reads `data` and a local path gives them, and its inputs' keys."""
+    out), the content of the data files where it reads `data` and a local path gives them, the rules versions of
+    the kinds it grades with (rewardscope.grading.grader.RULES_VERSIONS), and its inputs' keys."""
     from rewardscope.config import results_dict
     from rewardscope.data import data_fingerprint
+    from rewardscope.grading.grader import rules_versions
 
     payload = {"stage": stage.name, "format": stage.format,
                "config": {section: results_dict(getattr(recipe, section)) for section in stage.sections},
                "inputs": {name: input_keys[name] for name in stage.inputs}}
     if "data" in stage.sections and (content := data_fingerprint(recipe.data)) is not None:
         payload["data_content"] = content  # an edited file re-keys; no path (the organism task) keeps its key
+    if "grade" in stage.sections and (versions := rules_versions(recipe)):
+        payload["grading_rules"] = versions  # a kind's changed rules re-grade; kinds at version 1 add nothing
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

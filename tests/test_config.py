@@ -195,3 +195,22 @@ def test_the_content_of_a_local_data_file_is_in_the_keys(tmp_path):
     (folder / "notes.txt").write_text("any file under the folder")
     assert stages.keys(recipe(folder), every)["rollout"] != first
     assert data_fingerprint(load_recipe(None).data) is None
+
+
+def test_a_kinds_rules_version_is_in_the_keys_of_the_stages_that_grade(monkeypatch):
+    """Bumping a kind's rules (rewardscope.grading.grader.RULES_VERSIONS) re-keys the stages that grade with it,
+    and only those recipes: a number task keeps its key; a kind at version 1 adds nothing."""
+    from rewardscope import stages
+    from rewardscope.grading import grader
+
+    choice = load_recipe(None, ["--data.dataset=arc-easy", "--data.path=/nowhere"])
+    number = load_recipe(None, ["--data.dataset=jsonl", "--data.path=/nowhere", "--data.kind=number"])
+    rollout = stages.get("rollout")
+    before = {name: stages.stage_key(rollout, r, {}) for name, r in (("choice", choice), ("number", number))}
+    monkeypatch.setitem(grader.RULES_VERSIONS, "choice", grader.RULES_VERSIONS["choice"] + 1)
+    assert stages.stage_key(rollout, choice, {}) != before["choice"]
+    assert stages.stage_key(rollout, number, {}) == before["number"]
+    monkeypatch.setitem(grader.RULES_VERSIONS, "number", 1)  # at 1: nothing added
+    assert stages.stage_key(rollout, number, {}) == before["number"]
+    monkeypatch.setitem(grader.RULES_VERSIONS, "number", 2)
+    assert stages.stage_key(rollout, number, {}) != before["number"]

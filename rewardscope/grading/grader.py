@@ -76,6 +76,21 @@ def grader_kinds() -> tuple[str, ...]:
     return tuple(dict.fromkeys([*_BUILTIN, *_GRADERS, *GRADER_ENTRY_POINTS]))
 
 
+# Bumped when a kind's rules change what it reads from a response: the version joins the keys of the stages that
+# grade (rewardscope.stages), so rewards cached under older rules are graded again. Unlisted kinds are at 1,
+# which adds nothing to any key.
+RULES_VERSIONS = {"choice": 2}  # 2: conclusions, answers naming no option, quotations, "either ..." (2026-12-01)
+
+
+def rules_versions(recipe) -> dict[str, int]:
+    """The rules versions above 1 of the kinds a recipe grades with: grade.kind, else the dataset's kind, else
+    data.kind; every listed kind for a custom file whose rows name their own."""
+    from rewardscope.data.loaders import get_dataset
+
+    kind = recipe.grade.kind or get_dataset(recipe.data.dataset).kind or recipe.data.kind
+    return {k: v for k, v in RULES_VERSIONS.items() if kind in (None, k) and v != 1}
+
+
 def grader_spec(kind: str) -> GraderSpec | None:
     """The registered spec of `kind` (importing its entry point on first use); None for math and choice.
     An unknown kind is a RewardscopeError naming the known ones."""
