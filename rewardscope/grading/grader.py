@@ -82,12 +82,9 @@ def grader_kinds() -> tuple[str, ...]:
 RULES_VERSIONS = {"choice": 2}  # 2: conclusions, answers naming no option, quotations, "either ..." (2026-12-01)
 
 
-def rules_versions(recipe) -> dict[str, int]:
-    """The rules versions above 1 of the kinds a recipe grades with: grade.kind, else the dataset's kind, else
-    data.kind; every listed kind for a custom file whose rows name their own."""
-    from rewardscope.data.loaders import get_dataset
-
-    kind = recipe.grade.kind or get_dataset(recipe.data.dataset).kind or recipe.data.kind
+def rules_versions(kind: str | None) -> dict[str, int]:
+    """The rules version of `kind` where it is above 1 ({} otherwise); None (each row names its own kind): every
+    such version."""
     return {k: v for k, v in RULES_VERSIONS.items() if kind in (None, k) and v != 1}
 
 
