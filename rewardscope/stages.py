@@ -1,9 +1,10 @@
 """The stage registry: every stage of the pipeline, declared once (docs/architecture.md).
 
 The CLI subcommands, `rewardscope run`, the recipe's `stages` check, each artifact's key and the report's
-sections all come from `STAGES`. A stage's artifact is keyed by the recipe sections it reads (and the content
-of a local data file), and the keys of the artifacts it reads, like a build system: changing `probe.*` re-runs
-the probe stage only, and adding a section or a stage changes no existing key.
+sections all come from `STAGES`. A stage's artifact is keyed by the recipe sections it reads (with a local data
+file's content and the grading rules' version where it reads those sections) and the keys of the artifacts it
+reads, like a build system: changing `probe.*` re-runs the probe stage only, and adding a section or a stage
+changes no existing key.
 """
 
 from __future__ import annotations

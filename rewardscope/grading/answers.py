@@ -149,7 +149,7 @@ _TEXT_STATED = re.compile(r"\s+(?:is|seems\s+to\s+be|must\s+be|would\s+be)\s+(?:
 _CORRECTION = re.compile(r"\b(?:wait|actually|on\s+second\s+thoughts?|correction|I\s+mean|I\s+was\s+wrong|"
                          r"scratch\s+that|instead|change[sd]?\s+my\s+mind)\b|\bno\s*[,:;.!—-]", re.IGNORECASE)
 # An answer phrase right after an opening quote is quoted, a mention: 'in place of "the answer is (D)," ...'.
-_QUOTED = re.compile(r"[\"“'‘](?:the\s+)?(?:correct\s+|final\s+)?\Z", re.IGNORECASE)
+_QUOTED = re.compile(r"[\"“'‘](?:the\s+)?\Z", re.IGNORECASE)  # searched in the 6 characters before the phrase
 # A sentence that concludes: what it answers is final ("Based on these options, we can conclude that ...").
 _CONCLUSION = re.compile(r"\s*(?:\d+[.)]\s*)?(?:so|thus|hence|therefore|in\s+conclusion|to\s+conclude|finally|overall|"
                          r"in\s+summary|based\s+on\b|we\s+can\s+conclude)\b", re.IGNORECASE)
