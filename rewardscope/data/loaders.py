@@ -555,10 +555,10 @@ def data_fingerprint(cfg: DataConfig) -> str | None:
     if cfg.path is None:
         return None
     root = Path(cfg.path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())  # rglob: [] if absent
     if not files:
         return None
-    stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    stats = tuple((str(p), st.st_size, st.st_mtime_ns) for p in files for st in (p.stat(),))
     if (str(root), stats) not in _FINGERPRINTS:
         digest = hashlib.sha256()
         for p in files:
