@@ -182,6 +182,27 @@ OPTIONS = ("Paris", "London", "Rome", "Berlin")
     ("Berlin is the most suitable answer.", "D", "text"),
     ("The answer is Rome or Berlin.", None, None),
     ("Rome, Berlin and Paris are capitals.", None, None),
+    # Forms read in SmolLM2's responses (the rules of tests/data/grading/README.md, third change).
+    ("A(B) London", "B", "opening"),  # the answer prefix "A" run into the label
+    ("I am assuming letter c.", "C", "stated"),
+    ("I looked at the options, and (B), which is the answer, is London.", "B", "stated"),
+    ("The answer is (B); the answer (A) is not right.", "B", "marked"),  # a denied letter is no statement
+    ("The answer (C), and the others are wrong.", "C", "marked"),
+    ("The answer is (A). Paris is big. However, C is the correct answer.", "C", "stated"),  # "however" corrects
+    ("Rome is a correct option.", "C", "text"),
+    ("Rome is an option.", None, None),
+    ("The city of Rome is the most direct and accurate option.", "C", "text"),  # a subject ending with the text
+    ("Paris or Rome is the correct answer.", None, None),
+    ("The main city of Italy is Rome.", "C", "text"),  # the question restated with its answer
+    ("The capital of Italy is Rome.", None, None),  # a plain fact
+    ("(D)\n(A), (B) and (C) are incorrect.", "D", "opening"),  # denied labels are no list
+    ("(A) Choice (C) is about Rome.", None, None),  # two labels at once: no opening pick
+    ("The correct answer D is (C).", None, "ambiguous"),
+    ("So the correct answer D.", "D", "marked"),
+    ("A possible answer: (D) Berlin, making choice (B) the correct option.", None, "ambiguous"),
+    # A closing line opening with the formula is the final answer, unless another answer stands right before it.
+    ("The answer is (A).\nParis is big.\nThe answer is (C).", "C", "marked"),
+    ("The answer is (A).\nThe answer is (C).", None, "ambiguous"),
 ])
 def test_choice_reads_what_a_person_reads(text, letter, rule):
     assert choice_with_rule(text, OPTIONS) == (letter, rule)
@@ -191,6 +212,11 @@ def test_choice_text_answer_needs_one_option():
     assert choice_with_rule("A bar graph is the best answer.", ("bar graph", "line graph")) == ("A", "text")
     assert choice_with_rule("The answer is (X) = 1", ("3", "2", "1", "4")) == ("C", "text")
     assert choice_with_rule("The answer is red apple, since", ("red", "red apple")) == ("B", "text")  # the longest
+    # An option's text short of its articles and prepositions; a text beginning with "A" is not the letter A.
+    reef = ("in a volcano", "on a forest floor", "on a coral reef", "at the bottom of a river")
+    assert choice_with_rule("Coral reef", reef) == ("C", "text")
+    assert choice_with_rule("The correct answer is A teratogen.", ("An Apgar", "A teratogen", "A drug")) == ("B", "text")
+    assert choice_with_rule("The correct answer I think is B", tuple("abcdefghij")) == ("B", "marked")
 
 
 def test_choice_ambiguous_is_its_own_reason():

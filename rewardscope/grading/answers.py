@@ -122,32 +122,51 @@ def _option_text(text: str) -> str:
     return _OPTION_PUNCT.sub(" ", text).strip().lower()
 
 
+# Words an option's text may be given without: "Coral reef" is the option "on a coral reef".
+_FUNCTION_WORDS = frozenset("a an the on in at of to for by with from into onto".split())
+
+
+def _content_words(text: str) -> str:
+    return " ".join(w for w in _option_text(text).split() if w not in _FUNCTION_WORDS)
+
+
 # Words between an answer phrase and its letter that do not change it: "the answer is definitely (C)". At most
 # three, so that a run of them ("so so so ...") costs each match a bounded look-ahead: extraction stays linear.
 _FILLER = (r"(?:(?:definitely|actually|indeed|clearly|probably|likely|most\s+likely|certainly|surely|obviously|"
            r"undoubtedly|therefore|thus|hence|then|so|just|simply|option|choice|letter|answer)[\s,:]{1,3}){0,3}")
-# An answer announced: "the answer is", "answer:", "the correct option is", "my final choice:", "answer must be";
+# An answer announced: "the answer is", "answer:", "the correct option is", "my final choice:", "answer must be",
+# "the answer (D)", "the correct answer D";
 # and, with at most 60 characters of the same sentence between, "the answer to this question is", "the most
 # suitable option to use here is".
 _COPULA = r"(?:is|would\s+be|should\s+be|must\s+be|will\s+be)"
-_CHOICE_MARK = re.compile(rf"\b(?:answer|option|choice|response)\s*(?:{_COPULA}|[:=\-])\s*:?\s*|"
+_CHOICE_MARK = re.compile(rf"\b(?:answer|option|choice|response)\s*(?:{_COPULA}|[:=\-])\s*:?\s*|\banswer\s+(?=\(\w\))|"
+                          r"\b(?:correct|right|final)\s+(?:answer|option|choice)\s+(?=[(\[]?[A-J](?![\w'’]))"
+                          r"(?-i:(?![AI]\s+(?!(?:is|or|and)\b)[a-z]))|"
                           rf"\b(?:answer|option|choice)\s+(?:to|for|of|in|that|which|we|I|you)\b[^.!?\n]{{0,60}}?"
                           rf"\s{_COPULA}\s+", re.IGNORECASE)
 # A letter stated as chosen: "C is the correct option", "it's A", "I'd pick (B)", "so C.", "is option D".
 _BEFORE = (r"(?:\b(?:it\s+is|it's|it’s|it\s+must\s+be|it\s+has\s+to\s+be|it\s+should\s+be|it\s+would\s+be|"
            r"(?:I|we)(?:'ll|'d|\s+will|\s+would)?\s+(?:say|pick|choose|select|go\s+with|answer)|"
            r"(?:so|thus|hence|therefore)[,:]?|(?:is|matches|gives|means)\s+(?:option|choice)))\s+")
-_AFTER = r"\s+(?:is|seems|must\s+be|would\s+be)\s+(?:the\s+)?(?:correct|right|best|answer|true)"
+_AFTER = r"(?:,?\s+which)?\s+(?:is|seems|must\s+be|would\s+be)\s+(?:the\s+)?(?:correct|right|best|answer|true)"
 # "option A" alone is a statement only where the sentence or clause ends with it ("Paris, option A, is the
 # answer"), not where it names an option being discussed ("option B (ability to ...) only has D").
 _OPTION_NAMED = r"\b(?:option|choice)\s+"
 # An option's text stated as the answer: "A bar graph is the most suitable answer", "Paris is correct".
-_TEXT_STATED = re.compile(r"\s+(?:is|seems\s+to\s+be|must\s+be|would\s+be)\s+(?:the\s+)?(?:(?:correct|right|best|"
-                          r"true|only|final|most\s+(?:suitable|appropriate|likely|accurate|reasonable))\s+)?"
-                          r"(?:answer|option|choice)\b|\s+is\s+(?:correct|right)\b", re.IGNORECASE)
+_ADJECTIVE = (r"(?:(?:most|more|very)\s+)?(?:correct|right|best|true|only|final|suitable|appropriate|likely|accurate|"
+              r"reasonable|direct|plausible|logical)")
+_ADJECTIVES = rf"{_ADJECTIVE}(?:\s+and\s+{_ADJECTIVE})?\s+"  # "the most direct and accurate option"
+# "an option" alone is no pick ("Rome is an option"): "a" or "an" only before an adjective ("a correct option").
+_TEXT_STATED = re.compile(rf"\s+(?:is|seems\s+to\s+be|must\s+be|would\s+be)\s+(?:(?:the\s+)?(?:{_ADJECTIVES})?|"
+                          rf"an?\s+{_ADJECTIVES})(?:answer|option|choice)\b|\s+is\s+(?:correct|right)\b", re.IGNORECASE)
+# The question restated with its answer: "The main function of chloroplasts is to produce glucose." A plain fact
+# is not one ("The capital of Germany is Berlin."): only a subject that asks for the main, best or correct thing.
+_PREDICATE = re.compile(r"(?:^|(?<=[.!?\n]))[ \t]*(?:(?:so|thus|therefore|hence),?[ \t]+)?the[ \t]+(?:main|major|primary|"
+                        r"chief|principal|best|only|correct|right|most[ \t]+\w+)\b[^.!?\n]{0,120}?[ \t](?:is|are)[ \t]+",
+                        re.IGNORECASE)
 # A change of mind just before an answer statement (same sentence): it withdraws the earlier statements.
 _CORRECTION = re.compile(r"\b(?:wait|actually|on\s+second\s+thoughts?|correction|I\s+mean|I\s+was\s+wrong|"
-                         r"scratch\s+that|instead|change[sd]?\s+my\s+mind)\b|\bno\s*[,:;.!—-]", re.IGNORECASE)
+                         r"scratch\s+that|instead|however|change[sd]?\s+my\s+mind)\b|\bno\s*[,:;.!—-]", re.IGNORECASE)
 # An answer phrase right after an opening quote is quoted, a mention: 'in place of "the answer is (D)," ...'.
 _QUOTED = re.compile(r"[\"“'‘](?:the\s+)?\Z", re.IGNORECASE)  # searched in the 6 characters before the phrase
 # A sentence that concludes: what it answers is final ("Based on these options, we can conclude that ...").
@@ -164,6 +183,7 @@ _NO_OPTION = re.compile(r"[ \t]*(?:not\s+(?:an?\s+(?:valid\s+)?(?:option|choice)
                         r"available|applicable|valid|provided|in\s+the)\b|-?\d[\d.,]*(?![\w)\]])|"
                         r"(?!(?:the|a|an|this|that|one|to|in|of|correct|not)\b)[A-Za-z]{2,}\s*(?:[.!]|$))",
                         re.IGNORECASE)
+_DENIES = re.compile(r"\b(?:(?:is|was|are)\s+(?:not|wrong|incorrect|false)\b|(?:isn't|wasn't|aren't)\b)", re.IGNORECASE)
 _LINE_OPENING = re.compile(r"[ \t]*(?:(?:the|my|final|correct|best|right)[ \t]+)*", re.IGNORECASE)
 _SENTENCE_END = ".!?\n"
 _TERMINAL = ".!?)]}\"'”’*`"  # a response ending otherwise ends mid-sentence: it may have been cut off
@@ -192,25 +212,29 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
 
     The response's *answer statements* are collected first:
     boxed      \\boxed{B}
-    marked     "answer is (B)" / "Answer: B" / "the correct option is B" / "the answer to this question is B",
-               words like "definitely", "actually", "indeed" may stand between; the placeholder "(X)" is none
-    stated     a letter stated as chosen: "C is the correct option", "so I think it's A", "I'll say C"
+    marked     "answer is (B)" / "Answer: B" / "the correct option is B" / "the answer to this question is B" /
+               "the answer (B)" / "the correct answer B", words like "definitely", "actually", "indeed" may
+               stand between; the placeholder "(X)" is none, nor is a letter denied ("the answer (A) is wrong")
+    stated     a letter stated as chosen: "C is the correct option", "so I think it's A", "I'll say C",
+               "(B), which is the answer", "letter e."
     text       an option's text as the answer, after an answer phrase ("the answer is Rome, because ...") or
-               before one ("Rome is the correct answer")
+               before one ("Rome is the correct answer", "The city of Rome is a correct option"), or after a
+               subject asking for the answer ("The main function of chloroplasts is to produce glucose.")
     A statement followed by "?" is a question, and one in quotes a mention, not one. An answer phrase followed
     by no option ("the answer is: Four", "7", "not an option") is a statement naming none: if it is the last,
     there is no letter. A statement that corrects ("Wait, no: the answer is (B)", "Actually, ...") withdraws
     those before it; so does one in a concluding sentence ("So, ...", "Therefore ...", "Based on this, ...")
     unless a statement naming another option stands right before it ("The answer is (A). So the answer is
-    (C)."). If the remaining statements name one option, that is the answer (the rule: the first of boxed,
+    (C)."), and so does a boxed or marked statement opening the response's last line. If the remaining statements name one option, that is the answer (the rule: the first of boxed,
     marked, stated, text among them). They are `ambiguous` (no letter) when they name two or more different
     options, when one names several ("(A) or (C)", "either B or D", "either a predator or ..."), or when the
     response ends mid-sentence (cut off) after naming another option's label later than its last statement.
     Without a statement:
     opening    a label opening the response ("(B) Paris", "B) ...", "B. ...", "[B]") or being all of it ("B");
                a digit only when it is all of it (a numbered list "1. First, ..." is not option A); not when the
-               response lists options (two lines opening with different labels) or the first sentence denies
-               it ("(C) ... is not ..."); "A:" opening a response is the answer prefix "Answer:", not option A
+               response lists options (two lines opening with different labels), the first sentence denies
+               it ("(C) ... is not ...") or another label follows at once; "A:" opening a response is the
+               answer prefix "Answer:", not option A ("A(B)" is B)
     text       with `choices`, the response is, or opens with, exactly one option's text followed by its end,
                punctuation or an explanation ("Paris.", "Earth's rotation. As the Earth spins, ...")
     fallback   (when `fallback`) the last standalone option letter ("... matches (B)."), only in a response that
@@ -221,8 +245,9 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
     letters, digits = _labels(choices)
     # Markdown bold, math mode and \text{} around the letter: "**B**", "$\textbf{(B)}$".
     text = _TEXT_WRAP.sub(r"\1", text.replace("*", "").replace("$", ""))
-    # This model family's answer prefix: "A: The correct answer is (C)" is C, "A:" alone is no answer.
-    text = re.sub(r"^\s*A:(?=\s|$)", "", text)
+    # This model family's answer prefix: "A: The correct answer is (C)" is C, "A:" alone is no answer, and
+    # "A(B) milling" is the prefix run into the label (B).
+    text = re.sub(r"^\s*A(?::(?=\s|$)|(?=\([B-J]\)))", "", text)
     # A capital letter not glued to a word, or a parenthesised one in any case. Outside an answer phrase an "A"
     # or "I" before a lowercase word is an article or a pronoun ("A cat", "I think"), unless it is "A is ...".
     enclosed, bare = rf"\(([{letters}{letters.lower()}])\)|\[([{letters}])\]", rf"([{letters}])(?![\w'’]|\.\d)"
@@ -246,10 +271,11 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
         found = re.match(rf"\s*\(?([{letters}{digits}{letters.lower()}])\)?(?:[\s.):}}]|$)", text[m.end():m.end() + 20])
         if found:
             add(m.start(), m.end() + found.end(), frozenset(_resolve_label(found[1].upper(), choices)), "boxed")
-    # A second option right after the first: "(A) or (C)", "B or D", "(C) B) see other people".
+    # A second option right after the first: "(A) or (C)", "B or D", "(C) B) see other people", "D is (C)".
     # Not one that follows denied: "the answer is A, B is wrong".
     several = (rf"(?:\s*(?:,|/|&|\bor\b|\band\b|\bvs\.?)\s*(?:\(([{letters}X])\)|\[([{letters}X])\]|"
-               rf"([{letters}X])(?![\w'’]))|\s*(?:\(([{letters}X])\)|\[([{letters}X])\]|([{letters}X])\)))"
+               rf"([{letters}X])(?![\w'’]))|\s*(?:\(([{letters}X])\)|\[([{letters}X])\]|([{letters}X])\))|"
+               rf"\s+(?:is|=)\s+\(([{letters}])\))"
                rf"(?!\s+(?:is|was|are)\s+(?:not|wrong|incorrect|false)\b)")
     marks = list(_CHOICE_MARK.finditer(text))
     for m in marks:
@@ -262,7 +288,14 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
         found = re.match(rf"({_FILLER})(either\s+)?(?:{marked_letter}|\(?([{digits}])\)?(?![\w.]))", rest,
                          re.IGNORECASE)
         if found and (label := _first_of(found)) and (label.isdigit() or found[5] is None or found[5].isupper()):
+            if re.match(rf"\s*{_DENIES.pattern}", rest[found.end():], re.IGNORECASE):
+                continue  # "the answer (E) is not correct", "which is the answer - (A) isn't listed": a denial
             named = {_resolve_label(label.upper(), choices)}
+            if found[5] and options is not None:  # "The correct answer is A teratogen": an option's text, not A
+                picked = options.opening(rest[found.start(5):found.start(5) + options.limit])
+                if picked and options.raw[CHOICE_LETTERS.index(picked)].lower().startswith(f"{found[5].lower()} "):
+                    add(m.start(), m.end() + found.end(), frozenset(picked), "text")
+                    continue
             other = re.match(several, rest[found.end():found.end() + 40])
             if other:
                 named.add(_first(other).upper())
@@ -281,12 +314,21 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
                 add(m.start(), m.end(), frozenset(), "none")  # "the correct answer is: Four", "... not an option"
     stated = [*re.finditer(rf"{_BEFORE}{_FILLER}{letter}", text, re.IGNORECASE),
               *re.finditer(rf"(?<![\w'’]){letter}(?:\s*\([^()\n]{{1,160}}\))?{_AFTER}", text),
-              *re.finditer(rf"{_OPTION_NAMED}{letter}(?=\s*(?:[,.;!]|$))", text, re.IGNORECASE)]
+              *re.finditer(rf"{_OPTION_NAMED}{letter}(?=\s*(?:[,.;!]|$))", text, re.IGNORECASE),
+              *re.finditer(rf"{_OPTION_NAMED}{letter}\s+the\s+(?:correct|right|best)\s+(?:answer|option|choice)", text,
+                           re.IGNORECASE)]  # "making choice (B) the correct option"
     for m in stated:
         if m[3] is None or m[3].isupper():  # case-blind phrases, case-exact letters
             add(m.start(), m.end(), frozenset(_first(m).upper()), "stated")
+    # Named as a letter, in either case, where its clause ends: "I am assuming letter e.", "the letter (B)."
+    for m in re.finditer(rf"\bletter\s+\(?([{letters}{letters.lower()}])\)?(?![\w'’])(?=\s*(?:[,.;!]|$))", text):
+        add(m.start(), m.end(), frozenset(m[1].upper()), "stated")
     if options is not None:
         for m in re.finditer(_BEFORE, text, re.IGNORECASE):
+            picked = options.opening(text[m.end():m.end() + options.limit])
+            if picked:
+                add(m.start(), m.end(), frozenset(picked), "text")
+        for m in _PREDICATE.finditer(text):
             picked = options.opening(text[m.end():m.end() + options.limit])
             if picked:
                 add(m.start(), m.end(), frozenset(picked), "text")
@@ -294,7 +336,7 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
             lo = max(m.start() - options.limit, 0)
             start = max(lo, *(text.rfind(c, lo, m.start()) + 1 for c in _SENTENCE_END))
             subject = re.sub(r"^\s*(?:(?:so|thus|hence|therefore|then)\b,?\s*)?", "", text[start:m.start()])
-            picked = options.whole(subject)
+            picked = options.ending(subject)
             if picked:
                 add(start, m.end(), frozenset(picked), "text")
 
@@ -311,6 +353,12 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
         concluded = [i for i, s in enumerate(statements) if s.concludes and i > 0
                      and not _back_to_back(text, statements[i - 1], s, options)]
         statements = statements[concluded[0]:] if concluded else statements
+        # A closing line that opens with the requested formula ("...\n\nThe answer is (B) ...") is the final
+        # answer: what came before is superseded, unless another option's statement stands right before it.
+        last = statements[-1]
+        if (len(statements) > 1 and last.rule in ("boxed", "marked") and len(last.letters) == 1
+                and _closes(text, last) and not _back_to_back(text, statements[-2], last, options)):
+            statements = [last]
         named = frozenset().union(*(s.letters for s in statements))
         if len(named) != 1:
             return None, "ambiguous"
@@ -319,18 +367,22 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
             return None, "ambiguous"
         return picked, min((s.rule for s in statements), key=_RULE_ORDER.index)
 
-    lines = re.findall(rf"(?m)^[ \t]*(?:[-•][ \t]*|\d+[.)][ \t]+)?(?:\(([{letters}])\)|\[([{letters}])\]|"
-                       rf"([{letters}])[.):])", text)
-    # A list of options, not a pick: two lines opening with different labels, or three labels in one line.
-    listed = len({_first_of_tuple(t) for t in lines}) >= 2 or any(
+    # A list of options, not a pick: two lines opening with different labels, or three labels in one line; not
+    # lines that deny them ("(D)\n(A), (B) and (C) are incorrect." is D).
+    lines = [line for line in text.split("\n") if not _DENIES.search(line)]
+    openers = {_first(m) for line in lines if (m := re.match(rf"[ \t]*(?:[-•][ \t]*|\d+[.)][ \t]+)?(?:\(([{letters}])\)|"
+                                                            rf"\[([{letters}])\]|([{letters}])[.):])", line))}
+    listed = len(openers) >= 2 or any(
         len({_first_of_tuple(t) for t in re.findall(rf"\(([{letters}])\)|(?<![\w'’])([{letters}])\)", line)}) >= 3
-        for line in text.split("\n"))
+        for line in lines)
     m = re.match(rf"\s*(?:\(([{letters}{digits}])\)|\[([{letters}])\]|([{letters}])(?:[.):]|\s*$)|([{digits}])\s*$)",
                  text)
     denied = 0  # where a denied opening label ends: "(C) ... is not a detail" is no pick, nor a fallback letter
-    if m and not listed:
+    # An opening label followed at once by another ("(A) Choice (C) refers to ...") names two: no pick.
+    if m and not listed and not re.match(rf"[ \t:,\-]*(?:(?:option|choice)\s+)?(?:\([{letters}]\)|[{letters}]\))",
+                                         text[m.end():m.end() + 20], re.IGNORECASE):
         first_sentence = re.match(r"[^.!?\n]{0,300}", text[m.end():])[0]
-        if re.search(r"\b(?:is|are)\s+(?:not|incorrect|wrong|false)\b|\b(?:isn't|aren't)\b", first_sentence):
+        if _DENIES.search(first_sentence):
             denied = m.end()
         else:
             picked = _resolve_label(_first(m), choices)
@@ -348,19 +400,39 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
     return None, None
 
 
+_NOT_ALONE = frozenset("or and nor neither either not isn't than except besides but without unlike".split())
+
+
 class _Options:
     """The option texts of a question, to read an answer given as an option's text rather than its label."""
 
     def __init__(self, choices: tuple[str, ...]):
         self.raw = [c.strip().rstrip(".").strip() for c in choices]
         self.normal = [_option_text(c) for c in choices]
+        self.content = [_content_words(c) for c in choices]
         self.limit = 2 * max(map(len, choices)) + 20  # a longer text is no option's: never read further
 
     def whole(self, candidate: str) -> str | None:
-        """The letter of the one option `candidate` is (an article before it aside), else None."""
+        """The letter of the one option `candidate` is (an article before it aside, or short of its articles and
+        prepositions: "Coral reef" is "on a coral reef"), else None."""
         for text in (candidate, _ARTICLE.sub("", candidate.lstrip(), count=1)):
             if self.normal.count(_option_text(text)) == 1:
                 return CHOICE_LETTERS[self.normal.index(_option_text(text))]
+        content = _content_words(candidate)
+        if content and self.content.count(content) == 1:
+            return CHOICE_LETTERS[self.content.index(content)]
+        return None
+
+    def ending(self, subject: str) -> str | None:
+        """The letter of the one option `subject` is or ends with ("The method using bar graph" is "bar graph"),
+        the longest; not after a word that joins or excludes ("Paris or Rome", "other than Rome")."""
+        words = subject.split()
+        for i in range(len(words)):
+            if i and words[i - 1].lower().strip(",;:") in _NOT_ALONE:
+                continue
+            picked = self.whole(" ".join(words[i:]))
+            if picked:
+                return picked
         return None
 
     def opening(self, candidate: str) -> str | None:
@@ -401,6 +473,16 @@ def _back_to_back(text: str, before: "_Statement", after: "_Statement", options:
         if option and stripped[:len(option)].lower() == option.lower():
             between = stripped[len(option):]  # "The answer is (C) Rome. The answer is (D)."
     return _BETWEEN.fullmatch(between) is not None
+
+
+_LINE_START = re.compile(r"[ \t]*(?:(?:\d+[.)]|[-•]|step\s+\d+:?)[ \t]*)?(?:(?:the|my|final|correct|so|thus|therefore|"
+                         r"hence|in\s+conclusion)\b[ \t,]*)*", re.IGNORECASE)
+
+
+def _closes(text: str, statement: "_Statement") -> bool:
+    """Whether `statement` opens the response's last line (a list marker or "So the" aside)."""
+    line_start = text.rfind("\n", 0, statement.start) + 1
+    return "\n" not in text[statement.end:].strip() and _LINE_START.fullmatch(text, line_start, statement.start) is not None
 
 
 def _contradicted_after(text: str, end: int, picked: str, letters: str) -> bool:
