@@ -6,7 +6,12 @@ the letter extractor had been tuned on the first (tests/data/grading/README.md):
     .venv/bin/python scripts/smollm2_tasks.py --out runs/smollm2-tasks      # the survey (README, "A real model")
     .venv/bin/python scripts/survey_responses.py --out /tmp/fresh.jsonl --view /tmp/fresh.txt
 
-Each run's rollouts are shuffled with random.Random(seed) and the first `--per-run` kept. `--view` writes the
+and of smollm2_choice_responses_third.jsonl, the third (drawn after the extractor was tuned on the second): the
+next 32 rows of each run's same shuffle, none of them in the second set:
+
+    .venv/bin/python scripts/survey_responses.py --skip 32 --out /tmp/third.jsonl --view /tmp/third.txt
+
+Each run's rollouts are shuffled with random.Random(seed), the first `--skip` dropped and the next `--per-run` kept. `--view` writes the
 options and the response of each row, numbered, for reading; nothing here runs an extractor.
 """
 
@@ -33,6 +38,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="JSONL to write (no labels)")
     parser.add_argument("--view", help="a text file to read the rows in")
     parser.add_argument("--per-run", type=int, default=32)
+    parser.add_argument("--skip", type=int, default=0, help="rows of each run's shuffle drawn by an earlier set")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
     rows = []
@@ -42,7 +48,7 @@ def main() -> None:
         rollouts = read_parquet(Path(args.survey) / f"{dataset}-{setting}" / "rollouts.parquet").to_pylist()
         random.Random(args.seed).shuffle(rollouts)
         temperature = float(setting.split("-")[0][1:])
-        for r in rollouts[: args.per_run]:
+        for r in rollouts[args.skip: args.skip + args.per_run]:
             rows.append({"id": f"{r['problem_id']}#{r['sample']}@t{temperature}", "dataset": dataset,
                          "prompt": r["prompt"], "response": r["response"],
                          "choices": list(by_id[r["problem_id"]].choices), "gold": r["gold"],
