@@ -203,6 +203,19 @@ OPTIONS = ("Paris", "London", "Rome", "Berlin")
     # A closing line opening with the formula is the final answer, unless another answer stands right before it.
     ("The answer is (A).\nParis is big.\nThe answer is (C).", "C", "marked"),
     ("The answer is (A).\nThe answer is (C).", None, "ambiguous"),
+    # Fourth change: general phrasings missed on the third held-out set (its misses read after it was measured).
+    ("The answer is (B). Paris is big. Ultimately, I think the answer is (D).", "D", "marked"),
+    ("Earlier I said A. The answer was C) Rome.", "C", "marked"),
+    ("Step 3: Select answer D", "D", "stated"),
+    ("Let's choose option B.", "B", "stated"),
+    ("(C) Rome.\nOption C is the only answer.", "C", "stated"),
+    ('You can answer "B", which is the correct answer.', "B", "marked"),
+    ("(D) cannot be answered from the text.", None, None),
+    ("Thus, (A) (B) and (C) (D)", None, "ambiguous"),
+    ("Option A is incorrect because it is big.", None, None),  # a denied letter is no fallback letter
+    ("A: A Verber 32", None, None),
+    ("The answer is (C) Rome. Then Option A is", None, "ambiguous"),  # cut off weighing, "Option" capitalised
+    ("The answer is Rome (the capital).", "C", "text"),
 ])
 def test_choice_reads_what_a_person_reads(text, letter, rule):
     assert choice_with_rule(text, OPTIONS) == (letter, rule)

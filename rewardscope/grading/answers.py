@@ -138,7 +138,7 @@ _FILLER = (r"(?:(?:definitely|actually|indeed|clearly|probably|likely|most\s+lik
 # "the answer (D)", "the correct answer D";
 # and, with at most 60 characters of the same sentence between, "the answer to this question is", "the most
 # suitable option to use here is".
-_COPULA = r"(?:is|would\s+be|should\s+be|must\s+be|will\s+be)"
+_COPULA = r"(?:is|was|would\s+be|should\s+be|must\s+be|will\s+be)"
 _CHOICE_MARK = re.compile(rf"\b(?:answer|option|choice|response)\s*(?:{_COPULA}|[:=\-])\s*:?\s*|\banswer\s+(?=\(\w\))|"
                           r"\b(?:correct|right|final)\s+(?:answer|option|choice)\s+(?=[(\[]?[A-J](?![\w'’]))"
                           r"(?-i:(?![AI]\s+(?!(?:is|or|and)\b)[a-z]))|"
@@ -147,8 +147,10 @@ _CHOICE_MARK = re.compile(rf"\b(?:answer|option|choice|response)\s*(?:{_COPULA}|
 # A letter stated as chosen: "C is the correct option", "it's A", "I'd pick (B)", "so C.", "is option D".
 _BEFORE = (r"(?:\b(?:it\s+is|it's|it’s|it\s+must\s+be|it\s+has\s+to\s+be|it\s+should\s+be|it\s+would\s+be|"
            r"(?:I|we)(?:'ll|'d|\s+will|\s+would)?\s+(?:say|pick|choose|select|go\s+with|answer)|"
-           r"(?:so|thus|hence|therefore)[,:]?|(?:is|matches|gives|means)\s+(?:option|choice)))\s+")
-_AFTER = r"(?:,?\s+which)?\s+(?:is|seems|must\s+be|would\s+be)\s+(?:the\s+)?(?:correct|right|best|answer|true)"
+           r"(?:so|thus|hence|therefore)[,:]?|(?:is|matches|gives|means)\s+(?:option|choice))|"
+           r"(?:^|(?<=[.!?:\n]))[ \t]*(?:let's\s+|let\s+us\s+)?(?:select|choose|pick)\s+(?:answer|option|choice))\s+")
+_AFTER = (r"(?:,?\s+which)?\s+(?:is|seems|must\s+be|would\s+be)\s+(?:the\s+)?(?:correct|right|best|answer|true|"
+          r"only\s+(?:answer|option|choice))")
 # "option A" alone is a statement only where the sentence or clause ends with it ("Paris, option A, is the
 # answer"), not where it names an option being discussed ("option B (ability to ...) only has D").
 _OPTION_NAMED = r"\b(?:option|choice)\s+"
@@ -170,10 +172,10 @@ _CORRECTION = re.compile(r"\b(?:wait|actually|on\s+second\s+thoughts?|correction
 # An answer phrase right after an opening quote is quoted, a mention: 'in place of "the answer is (D)," ...'.
 _QUOTED = re.compile(r"[\"“'‘](?:the\s+)?\Z", re.IGNORECASE)  # searched in the 6 characters before the phrase
 # A sentence that concludes: what it answers is final ("Based on these options, we can conclude that ...").
-_CONCLUSION = re.compile(r"\s*(?:\d+[.)]\s*)?(?:so|thus|hence|therefore|in\s+conclusion|to\s+conclude|finally|overall|"
+_CONCLUSION = re.compile(r"\s*(?:\d+[.)]\s*)?(?:so|thus|hence|therefore|in\s+conclusion|to\s+conclude|finally|ultimately|overall|"
                          r"in\s+summary|based\s+on\b|we\s+can\s+conclude)\b", re.IGNORECASE)
 # What may follow an option's text given as the answer: the end, punctuation, or an explanation.
-_TEXT_END = re.compile(r"\s*(?:$|[.,;:!)\]\n]|[-–—]\s)|\s+(?:because|since|as|which|who|that|so|for|this|it|"
+_TEXT_END = re.compile(r"\s*(?:$|[.,;:!()\]\n]|[-–—]\s)|\s+(?:because|since|as|which|who|that|so|for|this|it|"
                        r"given|due)\b", re.IGNORECASE)
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)  # "A bar graph": option "bar graph"
 _PLACEHOLDER = re.compile(r"\s*(?:\(X\)|X(?![\w'’]))\s*(?:[=:\-]|is\b)?\s*")  # the instruction's "(X)": "(X) = 1"
@@ -183,7 +185,9 @@ _NO_OPTION = re.compile(r"[ \t]*(?:not\s+(?:an?\s+(?:valid\s+)?(?:option|choice)
                         r"available|applicable|valid|provided|in\s+the)\b|-?\d[\d.,]*(?![\w)\]])|"
                         r"(?!(?:the|a|an|this|that|one|to|in|of|correct|not)\b)[A-Za-z]{2,}\s*(?:[.!]|$))",
                         re.IGNORECASE)
-_DENIES = re.compile(r"\b(?:(?:is|was|are)\s+(?:not|wrong|incorrect|false)\b|(?:isn't|wasn't|aren't)\b)", re.IGNORECASE)
+_DENIES = re.compile(r"\b(?:(?:is|was|are)\s+(?:not|wrong|incorrect|false)\b|(?:isn't|wasn't|aren't)\b|"
+                     r"(?:cannot|can't|can\s+not)\s+be\b)", re.IGNORECASE)
+_DENIED_AFTER = re.compile(rf"\s*(?:{_DENIES.pattern})", re.IGNORECASE)  # "(A) is wrong" right after a letter
 _LINE_OPENING = re.compile(r"[ \t]*(?:(?:the|my|final|correct|best|right)[ \t]+)*", re.IGNORECASE)
 _SENTENCE_END = ".!?\n"
 _TERMINAL = ".!?)]}\"'”’*`"  # a response ending otherwise ends mid-sentence: it may have been cut off
@@ -216,7 +220,7 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
                "the answer (B)" / "the correct answer B", words like "definitely", "actually", "indeed" may
                stand between; the placeholder "(X)" is none, nor is a letter denied ("the answer (A) is wrong")
     stated     a letter stated as chosen: "C is the correct option", "so I think it's A", "I'll say C",
-               "(B), which is the answer", "letter e."
+               "(B), which is the answer", "letter e.", "Select answer E", "C is the only answer"
     text       an option's text as the answer, after an answer phrase ("the answer is Rome, because ...") or
                before one ("Rome is the correct answer", "The city of Rome is a correct option"), or after a
                subject asking for the answer ("The main function of chloroplasts is to produce glucose.")
@@ -238,13 +242,16 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
     text       with `choices`, the response is, or opens with, exactly one option's text followed by its end,
                punctuation or an explanation ("Paris.", "Earth's rotation. As the Earth spins, ...")
     fallback   (when `fallback`) the last standalone option letter ("... matches (B)."), only in a response that
-               names no other option letter (never in a list of options or a comparison): the rule a person
-               would hesitate over, recorded so that it can be audited or switched off
+               names no other option letter (never in a list of options or a comparison), not one denied ("A
+               is incorrect"): the rule a person would hesitate over, recorded so that it can be audited or
+               switched off
     Numeric labels (ARC's 1-4) map to letters (1 -> A) after an answer phrase. Letters are capitals, but a
     parenthesised "(b)" is B; an "A" or "I" before a lowercase word is an article or a pronoun."""
     letters, digits = _labels(choices)
-    # Markdown bold, math mode and \text{} around the letter: "**B**", "$\textbf{(B)}$".
+    # Markdown bold, math mode and \text{} around the letter: "**B**", "$\textbf{(B)}$"; a quoted letter is
+    # a label too: 'you can answer "B", which is the correct answer' (not in single quotes: "the letter 'D'").
     text = _TEXT_WRAP.sub(r"\1", text.replace("*", "").replace("$", ""))
+    text = re.sub(rf"[\"“]([{letters}])[\"”]", r"(\1)", text)
     # This model family's answer prefix: "A: The correct answer is (C)" is C, "A:" alone is no answer, and
     # "A(B) milling" is the prefix run into the label (B).
     text = re.sub(r"^\s*A(?::(?=\s|$)|(?=\([B-J]\)))", "", text)
@@ -288,7 +295,7 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
         found = re.match(rf"({_FILLER})(either\s+)?(?:{marked_letter}|\(?([{digits}])\)?(?![\w.]))", rest,
                          re.IGNORECASE)
         if found and (label := _first_of(found)) and (label.isdigit() or found[5] is None or found[5].isupper()):
-            if re.match(rf"\s*{_DENIES.pattern}", rest[found.end():], re.IGNORECASE):
+            if _DENIED_AFTER.match(rest, found.end()):
                 continue  # "the answer (E) is not correct", "which is the answer - (A) isn't listed": a denial
             named = {_resolve_label(label.upper(), choices)}
             if found[5] and options is not None:  # "The correct answer is A teratogen": an option's text, not A
@@ -319,7 +326,10 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
                            re.IGNORECASE)]  # "making choice (B) the correct option"
     for m in stated:
         if m[3] is None or m[3].isupper():  # case-blind phrases, case-exact letters
-            add(m.start(), m.end(), frozenset(_first(m).upper()), "stated")
+            named = {_first(m).upper()}
+            if other := re.match(several, text[m.end():m.end() + 40]):
+                named.add(_first(other).upper())  # "Thus, (A) (B) and (C)": several
+            add(m.start(), m.end(), frozenset(named), "stated")
     # Named as a letter, in either case, where its clause ends: "I am assuming letter e.", "the letter (B)."
     for m in re.finditer(rf"\bletter\s+\(?([{letters}{letters.lower()}])\)?(?![\w'’])(?=\s*(?:[,.;!]|$))", text):
         add(m.start(), m.end(), frozenset(m[1].upper()), "stated")
@@ -394,7 +404,9 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
         if picked:
             return picked, "text"
     if fallback:
-        found = [_first(m).upper() for m in re.compile(rf"(?<![\w'’]){letter}").finditer(text, denied)]
+        # Not a letter denied ("Option A is incorrect"), nor an "A" or "I" before a capitalised word ("A Verber").
+        found = [_first(m).upper() for m in re.finditer(rf"(?<![\w'’])(?![AI]\s+[A-Z][a-z]){letter}", text[denied:])
+                 if not _DENIED_AFTER.match(text, denied + m.end())]
         if found and len(set(found)) == 1:
             return found[-1], "fallback"
     return None, None
@@ -493,7 +505,7 @@ def _contradicted_after(text: str, end: int, picked: str, letters: str) -> bool:
         return False
     others = letters.replace(picked, "")
     return bool(others) and re.search(rf"\([{others}](?:\)|$)|\[[{others}]\]|(?<![\w'’])[{others}]\)|"
-                                      rf"\b(?:option|choice)\s+[{others}](?![\w'’])", text[end:]) is not None
+                                      rf"\b(?i:option|choice)\s+[{others}](?![\w'’])", text[end:]) is not None
 
 
 def _first_of(m: re.Match) -> str | None:
