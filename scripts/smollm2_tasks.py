@@ -3,6 +3,7 @@ temperature x few-shot setting, through the real rollout stage (sampler, prompts
 
     .venv/bin/python scripts/arithmetic.py --repeats --per-level 200 --out runs/data/arithmetic-survey.jsonl
     .venv/bin/python scripts/smollm2_tasks.py --out runs/smollm2-tasks [--problems 16] [--n 4] [--only arithmetic]
+    [--settings T1.0-shots0] [--shuffle-seed 1]   # other problems: the fourth labelled set's (tests/data/grading)
 
 Each setting is one rollout run (`<out>/<setting>/`, resumable: a finished setting is read back) on the first
 `--problems` problems of the dataset (benchmarks shuffled with seed 0; the arithmetic file's own order
@@ -71,6 +72,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--only", help="comma-separated dataset names")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--settings", help="comma-separated settings to run (e.g. T1.0-shots0); all by default")
+    p.add_argument("--shuffle-seed", type=int, default=0, help="the benchmarks' shuffle: another draws other problems")
     args = p.parse_args()
     names = args.only.split(",") if args.only else list(DATASETS)
     model = tokenizer = None
@@ -78,6 +81,10 @@ def main() -> None:
     for name, temperature, shots, instruction in [g for g in GRID if g[0] in names]:
         data, max_new_tokens, chance = DATASETS[name]
         setting = f"T{temperature}-shots{shots}" + ("-no-instruction" if instruction == "" else "")
+        if args.settings and setting not in args.settings.split(","):
+            continue
+        if "shuffle_seed" in data:
+            data = {**data, "shuffle_seed": args.shuffle_seed}
         overrides = {"prompt.instruction": instruction,"model.name": "smollm2-135m-instruct", "model.threads": args.threads, "prompt.few_shot": shots,
                      "rollout.temperature": temperature, "rollout.n": args.n,
                      "rollout.max_new_tokens": max_new_tokens, "data.limit": args.arithmetic_problems if name == "arithmetic" else args.problems,

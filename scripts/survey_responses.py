@@ -11,6 +11,13 @@ next 32 rows of each run's same shuffle, none of them in the second set:
 
     .venv/bin/python scripts/survey_responses.py --skip 32 --out /tmp/third.jsonl --view /tmp/third.txt
 
+and of smollm2_choice_responses_fourth.jsonl, the fourth (after the third set's misses), from the same runs on
+other problems (16 per dataset, none of the survey's):
+
+    .venv/bin/python scripts/smollm2_tasks.py --out runs/smollm2-tasks-seed1 --only arc-easy,commonsenseqa,mmlu \
+        --settings T1.0-shots0 --shuffle-seed 1
+    .venv/bin/python scripts/survey_responses.py --survey runs/smollm2-tasks-seed1 --out /tmp/fourth.jsonl
+
 Each run's rollouts are shuffled with random.Random(seed), the first `--skip` dropped and the next `--per-run` kept. `--view` writes the
 options and the response of each row, numbered, for reading; nothing here runs an extractor.
 """
@@ -27,8 +34,7 @@ from rewardscope.data import load_task
 from rewardscope.grading.answers import CHOICE_LETTERS
 from rewardscope.io import read_parquet
 
-# (dataset, survey setting): the zero-shot choice runs at temperature 1.0, the ones the first set did not sample
-RUNS = [("arc-easy", "T1.0-shots0"), ("commonsenseqa", "T1.0-shots0"), ("mmlu", "T1.0-shots0")]
+DATASETS = ("arc-easy", "commonsenseqa", "mmlu")  # the survey's zero-shot choice runs
 
 
 def main() -> None:
@@ -42,7 +48,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
     rows = []
-    for dataset, setting in RUNS:
+    setting = "T1.0-shots0"
+    for dataset in DATASETS:
         problems, _ = load_task(load_recipe(None, {"data.dataset": dataset, "data.path": args.data}).data)
         by_id = {p.id: p for p in problems}
         rollouts = read_parquet(Path(args.survey) / f"{dataset}-{setting}" / "rollouts.parquet").to_pylist()
