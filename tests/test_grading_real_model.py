@@ -6,13 +6,12 @@ with the answer a person reads in each (`label`; null: none can be told). Every 
 extractor was run on any of them; rows of split "heldout" measure the extractors, "tuning" rows may be used to
 change them. The labelling rules are in tests/data/grading/README.md.
 
-The choice held-out figure is no longer a clean held-out measurement: the project saw the held-out failure list
-(a report listed the 21 held-out misses of the first measurement, with reasons) before the letter extractor was
-changed for ambiguity, option lists and option texts (developed on the tuning rows and on
-tests/data/grading/choice_responses.jsonl), and the brief for that change described those misses. So a second,
-fresh held-out set was drawn and labelled (smollm2_choice_responses_fresh.jsonl, 96 rows, committed in d13ed8e
-before any extractor ran on it); it was measured twice, as counts only, before and after the last change of the
-letter extractor (conclusions, answers that are no option, quotations), which was made on the other files.
+Four held-out sets of choice responses, each labelled and committed before any extractor ran on it, and each
+measured cleanly once (or for several extractor versions at once) before its misses were read: the first (84
+held-out rows of smollm2_choice_responses.jsonl), the fresh set (smollm2_choice_responses_fresh.jsonl), the third
+and the fourth (smollm2_choice_responses_third.jsonl, _fourth.jsonl; tests/data/grading/README.md says how each
+was drawn). The letter extractor was later changed with the first three sets' misses in view, so only the
+fourth set's figure is clean for the extractor as it is; the others are floors against regressions.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from rewardscope.stats import wilson_interval
 DATA = Path(__file__).parent / "data" / "grading"
 CHOICE_FILE, GSM8K_FILE = DATA / "smollm2_choice_responses.jsonl", DATA / "smollm2_gsm8k_responses.jsonl"
 FRESH_FILE = DATA / "smollm2_choice_responses_fresh.jsonl"
+THIRD_FILE, FOURTH_FILE = DATA / "smollm2_choice_responses_third.jsonl", DATA / "smollm2_choice_responses_fourth.jsonl"
 FIELDS = ("id", "dataset", "prompt", "response", "choices", "gold", "temperature", "finish_reason", "label", "split",
           "note")
 CHOICE_DATASETS, TEMPERATURES, SPLITS = {"arc-easy", "commonsenseqa", "mmlu"}, {0.7, 1.0}, {"heldout", "tuning"}
@@ -37,10 +37,12 @@ TARGET_CHOICE = 0.94  # held-out agreement the project asks of the letter extrac
 # First measurements (2026-12-01, the extractor as of commit 179392d): choice held-out 63/84; extract_number
 # held-out 3/42, and every row with a number label read right. The choice floor against regressions is the
 # measurement after the last change of the letter extractor (78/84; not clean: see above). The fresh set: 78/96
-# with the extractor of d13ed8e, 79/96 after the second change; 82/84 and 91/96 after the third, made with both
-# sets' misses in view (their floors; neither is a clean held-out figure since).
+# with the extractor of d13ed8e, 79/96 after the second change; 82/84 and 92/96 after the third and fourth,
+# made with both sets' misses in view. The third set: 71/96 clean (the third change), 80/96 after the fourth, made
+# on its misses. The fourth set: 86/96 clean (the extractor as it is). Each set's last figure is its floor.
 FIRST_CHOICE_HELDOUT, FIRST_NUMBER_HELDOUT = (63, 84), (3, 42)
-CHOICE_HELDOUT_FLOOR, FRESH_FLOOR = (82, 84), (91, 96)
+CHOICE_HELDOUT_FLOOR, FRESH_FLOOR = (82, 84), (92, 96)
+FLOORS = {FRESH_FILE: FRESH_FLOOR, THIRD_FILE: (80, 96), FOURTH_FILE: (86, 96)}
 
 
 def _figure(name: str, agree: int, n: int) -> str:
@@ -114,28 +116,45 @@ def _choice_report(split: str, path: Path = CHOICE_FILE):
     return result
 
 
-@pytest.mark.parametrize("path", [CHOICE_FILE, FRESH_FILE], ids=["first", "fresh"])
+@pytest.mark.xfail(strict=True, reason="the fourth held-out set, the only clean one for the extractor as it is: "
+                   "86/96 = 89.6% [95% Wilson 0.819, 0.942]; the third, clean for the extractor before its last "
+                   "change: 71/96 = 74.0% [0.644, 0.817] (80/96 after that change, made on its misses): below the "
+                   "0.94 asked for")
+@pytest.mark.parametrize("path", [THIRD_FILE, FOURTH_FILE], ids=["third", "fourth"])
 def test_choice_heldout_agreement(path):
-    """Not clean held-out figures: the third change of the letter extractor was made with both sets' misses in
-    view (82/84 and 91/96 after it)."""
     result = _choice_report("heldout", path)
     assert result.n >= 60 and result.rate >= TARGET_CHOICE
 
 
-def test_fresh_file_is_well_formed():
-    rows = _rows(FRESH_FILE)
-    assert len(rows) == FRESH_FLOOR[1] and len({r["id"] for r in rows}) == len(rows)
-    first = {r["id"] for r in _rows(CHOICE_FILE)}
+@pytest.mark.parametrize("path", [CHOICE_FILE, FRESH_FILE], ids=["first", "fresh"])
+def test_choice_seen_heldout_sets_are_reported(path):
+    """Not clean: the letter extractor's last two changes were made with these sets' misses in view."""
+    result = _choice_report("heldout", path)
+    assert result.n >= 60
+
+
+@pytest.mark.parametrize("path", [FRESH_FILE, THIRD_FILE, FOURTH_FILE], ids=["fresh", "third", "fourth"])
+def test_later_heldout_files_are_well_formed(path):
+    rows = _rows(path)
+    assert len(rows) == FLOORS[path][1] and len({r["id"] for r in rows}) == len(rows)
     for r in rows:
-        assert r["split"] == "heldout" and r["id"] not in first and r["dataset"] in CHOICE_DATASETS, r["id"]
+        assert r["split"] == "heldout" and r["dataset"] in CHOICE_DATASETS, r["id"]
         letters = "ABCDEFGHIJ"[: len(r["choices"])]
         assert r["gold"] in letters and (r["label"] is None or r["label"] in letters), r["id"]
         assert r["finish_reason"] in ("eos", "length") and r["prompt"].endswith("<|im_start|>assistant\n"), r["id"]
 
 
-def test_choice_fresh_not_below_its_measurement():
-    result = choice_agreement(_rows(FRESH_FILE))
-    assert result.n == FRESH_FLOOR[1] and result.agree >= FRESH_FLOOR[0]
+def test_the_heldout_sets_share_no_response():
+    ids = [r["id"] for path in (CHOICE_FILE, FRESH_FILE, THIRD_FILE, FOURTH_FILE) for r in _rows(path)]
+    assert len(ids) == len(set(ids))
+    fourth = {r["id"].split("#")[0] for r in _rows(FOURTH_FILE)}  # drawn from other problems than the survey's
+    assert not fourth & {r["id"].split("#")[0] for path in (FRESH_FILE, THIRD_FILE) for r in _rows(path)}
+
+
+@pytest.mark.parametrize("path", [FRESH_FILE, THIRD_FILE, FOURTH_FILE], ids=["fresh", "third", "fourth"])
+def test_choice_later_heldout_sets_not_below_their_measurements(path):
+    result = choice_agreement(_rows(path))
+    assert result.n == FLOORS[path][1] and result.agree >= FLOORS[path][0]
 
 
 def test_choice_heldout_not_below_first_measurement():
