@@ -18,8 +18,9 @@ other problems (16 per dataset, none of the survey's):
         --settings T1.0-shots0 --shuffle-seed 1
     .venv/bin/python scripts/survey_responses.py --survey runs/smollm2-tasks-seed1 --out /tmp/fourth.jsonl
 
-Each run's rollouts are shuffled with random.Random(seed), the first `--skip` dropped and the next `--per-run` kept. `--view` writes the
-options and the response of each row, numbered, for reading; nothing here runs an extractor.
+Each run's rollouts are shuffled with random.Random(seed), the first `--skip` dropped and the next `--per-run`
+kept. `--view` writes the options and the response of each row, numbered, for reading; nothing here runs an
+extractor.
 """
 
 from __future__ import annotations

@@ -228,7 +228,8 @@ def test_choice_text_answer_needs_one_option():
     # An option's text short of its articles and prepositions; a text beginning with "A" is not the letter A.
     reef = ("in a volcano", "on a forest floor", "on a coral reef", "at the bottom of a river")
     assert choice_with_rule("Coral reef", reef) == ("C", "text")
-    assert choice_with_rule("The correct answer is A teratogen.", ("An Apgar", "A teratogen", "A drug")) == ("B", "text")
+    teratogen = ("An Apgar", "A teratogen", "A drug")
+    assert choice_with_rule("The correct answer is A teratogen.", teratogen) == ("B", "text")
     assert choice_with_rule("The correct answer I think is B", tuple("abcdefghij")) == ("B", "marked")
 
 

@@ -163,8 +163,9 @@ _TEXT_STATED = re.compile(rf"\s+(?:is|seems\s+to\s+be|must\s+be|would\s+be)\s+(?
                           rf"an?\s+{_ADJECTIVES})(?:answer|option|choice)\b|\s+is\s+(?:correct|right)\b", re.IGNORECASE)
 # The question restated with its answer: "The main function of chloroplasts is to produce glucose." A plain fact
 # is not one ("The capital of Germany is Berlin."): only a subject that asks for the main, best or correct thing.
-_PREDICATE = re.compile(r"(?:^|(?<=[.!?\n]))[ \t]*(?:(?:so|thus|therefore|hence),?[ \t]+)?the[ \t]+(?:main|major|primary|"
-                        r"chief|principal|best|only|correct|right|most[ \t]+\w+)\b[^.!?\n]{0,120}?[ \t](?:is|are)[ \t]+",
+_PREDICATE = re.compile(r"(?:^|(?<=[.!?\n]))[ \t]*(?:(?:so|thus|therefore|hence),?[ \t]+)?the[ \t]+(?:main|major|"
+                        r"primary|chief|principal|best|only|correct|right|most[ \t]+\w+)\b[^.!?\n]{0,120}?[ \t]"
+                        r"(?:is|are)[ \t]+",
                         re.IGNORECASE)
 # A change of mind just before an answer statement (same sentence): it withdraws the earlier statements.
 _CORRECTION = re.compile(r"\b(?:wait|actually|on\s+second\s+thoughts?|correction|I\s+mean|I\s+was\s+wrong|"
@@ -172,8 +173,8 @@ _CORRECTION = re.compile(r"\b(?:wait|actually|on\s+second\s+thoughts?|correction
 # An answer phrase right after an opening quote is quoted, a mention: 'in place of "the answer is (D)," ...'.
 _QUOTED = re.compile(r"[\"“'‘](?:the\s+)?\Z", re.IGNORECASE)  # searched in the 6 characters before the phrase
 # A sentence that concludes: what it answers is final ("Based on these options, we can conclude that ...").
-_CONCLUSION = re.compile(r"\s*(?:\d+[.)]\s*)?(?:so|thus|hence|therefore|in\s+conclusion|to\s+conclude|finally|ultimately|overall|"
-                         r"in\s+summary|based\s+on\b|we\s+can\s+conclude)\b", re.IGNORECASE)
+_CONCLUSION = re.compile(r"\s*(?:\d+[.)]\s*)?(?:so|thus|hence|therefore|in\s+conclusion|to\s+conclude|finally|"
+                         r"ultimately|overall|in\s+summary|based\s+on\b|we\s+can\s+conclude)\b", re.IGNORECASE)
 # What may follow an option's text given as the answer: the end, punctuation, or an explanation.
 _TEXT_END = re.compile(r"\s*(?:$|[.,;:!()\]\n]|[-–—]\s)|\s+(?:because|since|as|which|who|that|so|for|this|it|"
                        r"given|due)\b", re.IGNORECASE)
@@ -229,8 +230,9 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
     there is no letter. A statement that corrects ("Wait, no: the answer is (B)", "Actually, ...") withdraws
     those before it; so does one in a concluding sentence ("So, ...", "Therefore ...", "Based on this, ...")
     unless a statement naming another option stands right before it ("The answer is (A). So the answer is
-    (C)."), and so does a boxed or marked statement opening the response's last line. If the remaining statements name one option, that is the answer (the rule: the first of boxed,
-    marked, stated, text among them). They are `ambiguous` (no letter) when they name two or more different
+    (C)."), and so does a boxed or marked statement opening the response's last line. If the remaining
+    statements name one option, that is the answer (the rule: the first of boxed, marked, stated, text among
+    them). They are `ambiguous` (no letter) when they name two or more different
     options, when one names several ("(A) or (C)", "either B or D", "either a predator or ..."), or when the
     response ends mid-sentence (cut off) after naming another option's label later than its last statement.
     Without a statement:
@@ -380,8 +382,9 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
     # A list of options, not a pick: two lines opening with different labels, or three labels in one line; not
     # lines that deny them ("(D)\n(A), (B) and (C) are incorrect." is D).
     lines = [line for line in text.split("\n") if not _DENIES.search(line)]
-    openers = {_first(m) for line in lines if (m := re.match(rf"[ \t]*(?:[-•][ \t]*|\d+[.)][ \t]+)?(?:\(([{letters}])\)|"
-                                                            rf"\[([{letters}])\]|([{letters}])[.):])", line))}
+    opener = re.compile(rf"[ \t]*(?:[-•][ \t]*|\d+[.)][ \t]+)?(?:\(([{letters}])\)|\[([{letters}])\]|"
+                        rf"([{letters}])[.):])")
+    openers = {_first(m) for line in lines if (m := opener.match(line))}
     listed = len(openers) >= 2 or any(
         len({_first_of_tuple(t) for t in re.findall(rf"\(([{letters}])\)|(?<![\w'’])([{letters}])\)", line)}) >= 3
         for line in lines)
@@ -487,14 +490,15 @@ def _back_to_back(text: str, before: "_Statement", after: "_Statement", options:
     return _BETWEEN.fullmatch(between) is not None
 
 
-_LINE_START = re.compile(r"[ \t]*(?:(?:\d+[.)]|[-•]|step\s+\d+:?)[ \t]*)?(?:(?:the|my|final|correct|so|thus|therefore|"
-                         r"hence|in\s+conclusion)\b[ \t,]*)*", re.IGNORECASE)
+_LINE_START = re.compile(r"[ \t]*(?:(?:\d+[.)]|[-•]|step\s+\d+:?)[ \t]*)?(?:(?:the|my|final|correct|so|thus|"
+                         r"therefore|hence|in\s+conclusion)\b[ \t,]*)*", re.IGNORECASE)
 
 
 def _closes(text: str, statement: "_Statement") -> bool:
     """Whether `statement` opens the response's last line (a list marker or "So the" aside)."""
     line_start = text.rfind("\n", 0, statement.start) + 1
-    return "\n" not in text[statement.end:].strip() and _LINE_START.fullmatch(text, line_start, statement.start) is not None
+    last_line = "\n" not in text[statement.end:].strip()
+    return last_line and _LINE_START.fullmatch(text, line_start, statement.start) is not None
 
 
 def _contradicted_after(text: str, end: int, picked: str, letters: str) -> bool:
