@@ -95,7 +95,7 @@ def stage_key(stage: Stage, recipe, input_keys: dict[str, str]) -> str:
     out), the content of the data files where it reads `data` and a local path gives them, the rules versions of
     the kinds it grades with (rewardscope.grading.grader.RULES_VERSIONS), and its inputs' keys."""
     from rewardscope.config import results_dict
-    from rewardscope.data import data_fingerprint
+    from rewardscope.data import data_fingerprint, graded_kind
     from rewardscope.grading.grader import rules_versions
 
     payload = {"stage": stage.name, "format": stage.format,
@@ -103,16 +103,9 @@ def stage_key(stage: Stage, recipe, input_keys: dict[str, str]) -> str:
                "inputs": {name: input_keys[name] for name in stage.inputs}}
     if "data" in stage.sections and (content := data_fingerprint(recipe.data)) is not None:
         payload["data_content"] = content  # an edited file re-keys; no path (the organism task) keeps its key
-    if "grade" in stage.sections and (versions := rules_versions(_graded_kind(recipe))):
+    if "grade" in stage.sections and (versions := rules_versions(graded_kind(recipe.data, recipe.grade.kind))):
         payload["grading_rules"] = versions  # a kind's changed rules re-grade; kinds at version 1 add nothing
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _graded_kind(recipe) -> str | None:
-    """The kind a recipe's rows are graded as: grade.kind, else the dataset's, else data.kind (None: per row)."""
-    from rewardscope.data.loaders import get_dataset
-
-    return recipe.grade.kind or get_dataset(recipe.data.dataset).kind or recipe.data.kind
 
 
 def keys(recipe, stages: list[Stage]) -> dict[str, str]:

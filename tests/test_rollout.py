@@ -4,6 +4,7 @@ and a killed process, the recipe guard, the summary; the demo organism once its 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -280,6 +281,34 @@ def test_resume_with_another_recipe_is_refused(tmp_path, organism_dir):
     faster.grade.workers = 2
     assert faster.run_dir() == recipe.run_dir()
     assert read_parquet(rollout(faster, tmp_path / "run", model, tokenizer)).num_rows == 10
+
+
+def test_resume_with_edited_data_or_other_grading_rules_is_refused(tmp_path, organism_dir, monkeypatch):
+    """A direct rollout() call has no stage key: its claim records what the key would hold beyond the recipe,
+    the data file's content and the grading rules' version, and refuses a resume that would mix two of either."""
+    from rewardscope.grading import grader
+
+    data = tmp_path / "choice.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Which is {i}?", "choices": [str(i), "x"],
+                                        "answer": "A"}) + "\n" for i in range(4)))
+    recipe = load_recipe(overrides={"out_dir": str(tmp_path), "model.name": str(organism_dir), "model.dtype": "float32",
+                                    "model.device": "cpu", "data.dataset": "jsonl", "data.path": str(data),
+                                    "data.kind": "choice", "prompt.instruction": "", "grade.workers": 1, "rollout.n": 1,
+                                    "rollout.max_new_tokens": 4, "rollout.problems_per_shard": 2})
+    model, tokenizer = load_model(str(organism_dir), dtype="float32", device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        rollout(recipe, tmp_path / "run", model, tokenizer, on_shard=interrupt)
+    claim = read_json(tmp_path / "run" / "rollouts" / "recipe.json")
+    assert claim["grading_rules"] == {"choice": grader.RULES_VERSIONS["choice"]} and claim["data_content"]
+    monkeypatch.setitem(grader.RULES_VERSIONS, "choice", grader.RULES_VERSIONS["choice"] + 1)
+    with pytest.raises(RewardscopeError, match=r"recipe\.json: the shards beside it were graded with other rules"):
+        rollout(recipe, tmp_path / "run", model, tokenizer)
+    monkeypatch.undo()
+    data.write_text(data.read_text().replace("Which is 3?", "Which is three?"))
+    with pytest.raises(RewardscopeError, match=r"recipe\.json: the shards beside it were sampled from another content"):
+        rollout(recipe, tmp_path / "run", model, tokenizer)
+    data.write_text(data.read_text().replace("Which is three?", "Which is 3?"))
+    assert read_parquet(rollout(recipe, tmp_path / "run", model, tokenizer)).num_rows == 4  # as it was: resumed
 
 
 def test_rollouts_of_replaced_weights_are_refused(tmp_path, organism_dir):

@@ -19,6 +19,7 @@ _LAZY = {
     "build_prompt": "rewardscope.data.prompts",
     "dataset_names": "rewardscope.data.loaders",
     "format_question": "rewardscope.data.prompts",
+    "graded_kind": "rewardscope.data.loaders",
     "load_problems": "rewardscope.data.loaders",
     "load_task": "rewardscope.data.loaders",
     "worked_answer": "rewardscope.data.prompts",

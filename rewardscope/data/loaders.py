@@ -547,6 +547,12 @@ register_dataset("jsonl", _custom, None, uses=("path", "fields", "kind"), ignore
 _FINGERPRINTS: dict[tuple, str] = {}  # (path, every file's name, size and mtime) -> sha256: hash each file once
 
 
+def graded_kind(cfg: DataConfig, override: str | None = None) -> str | None:
+    """The kind the rows of `cfg` are graded as: `override` (grade.kind), else the dataset's, else data.kind
+    (None: each row names its own)."""
+    return override or get_dataset(cfg.dataset).kind or cfg.kind
+
+
 def data_fingerprint(cfg: DataConfig) -> str | None:
     """sha256 over the content of `data.path` (a file, or every file under a folder), so that an artifact made
     from the data is keyed by what the data says, not only by where it lies; None without a local path (the

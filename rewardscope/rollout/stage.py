@@ -3,9 +3,10 @@
 Files (docs/artifacts.md): `rollouts/shard-<k>.parquet` holds problems [k * P, (k + 1) * P) with
 P = rollout.problems_per_shard, written atomically once its rows are graded; `rollouts.parquet` is their
 concatenation, written when every shard exists; `rollouts/summary.json` marks the stage finished.
-`rollouts/recipe.json` keeps the recipe sections the rows depend on and the weights' fingerprint
-(rewardscope.models.model_fingerprint): resuming with a different recipe, or with a model retrained under the
-same name, fails instead of mixing two; rollouts.parquet carries the fingerprint in its metadata for later
+`rollouts/recipe.json` keeps the recipe sections the rows depend on, the weights' fingerprint
+(rewardscope.models.model_fingerprint), the data file's content (rewardscope.data.data_fingerprint) and the
+grading rules' versions: resuming with a different recipe, a model retrained under the same name, an edited data
+file or changed grading rules fails instead of mixing two; rollouts.parquet carries the fingerprint in its metadata for later
 stages. Resume: existing shards are skipped. Shard k is sampled with a seed derived from (rollout.seed, k), so a
 resumed run writes the same table as an uninterrupted one (on the same hardware, with the same batch size:
 batch composition changes the order of random draws).
@@ -25,9 +26,10 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from rewardscope.config import Recipe, results_dict
-from rewardscope.data import build_prompt, load_task
+from rewardscope.data import build_prompt, data_fingerprint, graded_kind, load_task
 from rewardscope.errors import RewardscopeError
 from rewardscope.grading import Grader
+from rewardscope.grading.grader import rules_versions
 from rewardscope.io import read_json, read_parquet, write_json, write_parquet
 from rewardscope.models import context_length, load_from_config, model_fingerprint
 from rewardscope.readers import ELAPSED_KEY, MODEL_KEY, ROLLOUTS_FILE
@@ -131,22 +133,36 @@ def rollout(recipe: Recipe, run_dir: Path, model=None, tokenizer=None,
 
 
 def _claim(path: Path, recipe: Recipe, fingerprint: str | None) -> str | None:
-    """Record the recipe and weights the shards come from, or check that they are the ones already recorded.
+    """Record the recipe, weights, data content and grading rules the shards come from, or check that they are
+    the ones already recorded (as the stage keys do for a pipeline run; a direct call has only this record).
 
     Returns the weights' fingerprint on record (None: unknown)."""
     # Keys marked changes_results=False (grade.workers: how fast grading runs, not what it gives) are left out.
     sections = {k: v for k, v in results_dict(recipe).items() if k in RECIPE_SECTIONS}
+    content, rules = data_fingerprint(recipe.data), rules_versions(graded_kind(recipe.data, recipe.grade.kind))
     if not path.exists():
-        write_json(path, {**sections, "model_fingerprint": fingerprint})
+        write_json(path, {**sections, "model_fingerprint": fingerprint, "data_content": content,
+                          "grading_rules": rules})
         return fingerprint
     saved = read_json(path)
+    # Absent: recorded before the rules were, so graded by older rules wherever a kind is above version 1 now.
+    if saved.get("grading_rules", {}) != rules:
+        raise RewardscopeError(
+            f"{path}: the shards beside it were graded with other rules ({saved.get('grading_rules', {})}, now "
+            f"{rules}: rewardscope.grading.grader.RULES_VERSIONS); use another run directory (or delete this one)")
+    if "data_content" in saved and saved["data_content"] != content:
+        raise RewardscopeError(f"{path}: the shards beside it were sampled from another content of data.path "
+                               f"({recipe.data.path}: edited since); use another run directory (or delete this one)")
     recorded = saved.get("model_fingerprint")
-    if recorded is None and fingerprint is not None:  # first seen now (a hub model cached by the first run)
-        write_json(path, {**saved, "model_fingerprint": fingerprint})
-    elif fingerprint is not None and recorded != fingerprint:
+    if fingerprint is not None and recorded is not None and recorded != fingerprint:
         raise RewardscopeError(
             f"{path}: the shards beside it were sampled from other weights of {recipe.model.name!r} "
             f"({recorded}, now {fingerprint}: retrained or replaced); use another run directory (or delete this one)")
+    # First seen now: a hub model cached by the first run; data recorded before its content was (taken as it is).
+    first_seen = {**({"model_fingerprint": fingerprint} if recorded is None and fingerprint is not None else {}),
+                  **({"data_content": content} if "data_content" not in saved else {})}
+    if first_seen:
+        write_json(path, {**saved, **first_seen})
     changed = [f"{s}.{k}" for s in RECIPE_SECTIONS for k in set(saved.get(s, {})) | set(sections[s])
                if saved.get(s, {}).get(k) != sections[s].get(k)]
     if changed:
