@@ -35,7 +35,8 @@ from rewardscope.data import load_task
 from rewardscope.grading.answers import CHOICE_LETTERS
 from rewardscope.io import read_parquet
 
-DATASETS = ("arc-easy", "commonsenseqa", "mmlu")  # the survey's zero-shot choice runs
+DATASETS, SETTING = ("arc-easy", "commonsenseqa", "mmlu"), "T1.0-shots0"  # the survey's zero-shot choice runs
+TEMPERATURE = float(SETTING.split("-")[0][1:])
 
 
 def main() -> None:
@@ -49,18 +50,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
     rows = []
-    setting = "T1.0-shots0"
     for dataset in DATASETS:
         problems, _ = load_task(load_recipe(None, {"data.dataset": dataset, "data.path": args.data}).data)
         by_id = {p.id: p for p in problems}
-        rollouts = read_parquet(Path(args.survey) / f"{dataset}-{setting}" / "rollouts.parquet").to_pylist()
+        rollouts = read_parquet(Path(args.survey) / f"{dataset}-{SETTING}" / "rollouts.parquet").to_pylist()
         random.Random(args.seed).shuffle(rollouts)
-        temperature = float(setting.split("-")[0][1:])
         for r in rollouts[args.skip: args.skip + args.per_run]:
-            rows.append({"id": f"{r['problem_id']}#{r['sample']}@t{temperature}", "dataset": dataset,
+            rows.append({"id": f"{r['problem_id']}#{r['sample']}@t{TEMPERATURE}", "dataset": dataset,
                          "prompt": r["prompt"], "response": r["response"],
                          "choices": list(by_id[r["problem_id"]].choices), "gold": r["gold"],
-                         "temperature": temperature, "finish_reason": r["finish_reason"],
+                         "temperature": TEMPERATURE, "finish_reason": r["finish_reason"],
                          "n_tokens": len(r["response_ids"]), "split": "heldout"})
     with open(args.out, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

@@ -291,10 +291,10 @@ def test_resume_with_edited_data_or_other_grading_rules_is_refused(tmp_path, org
     data = tmp_path / "choice.jsonl"
     data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Which is {i}?", "choices": [str(i), "x"],
                                         "answer": "A"}) + "\n" for i in range(4)))
-    recipe = load_recipe(overrides={"out_dir": str(tmp_path), "model.name": str(organism_dir), "model.dtype": "float32",
-                                    "model.device": "cpu", "data.dataset": "jsonl", "data.path": str(data),
-                                    "data.kind": "choice", "prompt.instruction": "", "grade.workers": 1, "rollout.n": 1,
-                                    "rollout.max_new_tokens": 4, "rollout.problems_per_shard": 2})
+    recipe = load_recipe(overrides={
+        "out_dir": str(tmp_path), "model.name": str(organism_dir), "model.dtype": "float32", "model.device": "cpu",
+        "data.dataset": "jsonl", "data.path": str(data), "data.kind": "choice", "prompt.instruction": "",
+        "grade.workers": 1, "rollout.n": 1, "rollout.max_new_tokens": 4, "rollout.problems_per_shard": 2})
     model, tokenizer = load_model(str(organism_dir), dtype="float32", device="cpu")
     with pytest.raises(KeyboardInterrupt):
         rollout(recipe, tmp_path / "run", model, tokenizer, on_shard=interrupt)

@@ -408,8 +408,8 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
             return picked, "text"
     if fallback:
         # Not a letter denied ("Option A is incorrect"), nor an "A" or "I" before a capitalised word ("A Verber").
-        found = [_first(m).upper() for m in re.finditer(rf"(?<![\w'’])(?![AI]\s+[A-Z][a-z]){letter}", text[denied:])
-                 if not _DENIED_AFTER.match(text, denied + m.end())]
+        candidates = re.compile(rf"(?<![\w'’])(?![AI]\s+[A-Z][a-z]){letter}").finditer(text, denied)
+        found = [_first(m).upper() for m in candidates if not _DENIED_AFTER.match(text, m.end())]
         if found and len(set(found)) == 1:
             return found[-1], "fallback"
     return None, None

@@ -6,10 +6,10 @@ concatenation, written when every shard exists; `rollouts/summary.json` marks th
 `rollouts/recipe.json` keeps the recipe sections the rows depend on, the weights' fingerprint
 (rewardscope.models.model_fingerprint), the data file's content (rewardscope.data.data_fingerprint) and the
 grading rules' versions: resuming with a different recipe, a model retrained under the same name, an edited data
-file or changed grading rules fails instead of mixing two; rollouts.parquet carries the fingerprint in its metadata for later
-stages. Resume: existing shards are skipped. Shard k is sampled with a seed derived from (rollout.seed, k), so a
-resumed run writes the same table as an uninterrupted one (on the same hardware, with the same batch size:
-batch composition changes the order of random draws).
+file or changed grading rules fails instead of mixing two; rollouts.parquet carries the fingerprint in its
+metadata for later stages. Resume: existing shards are skipped. Shard k is sampled with a seed derived from
+(rollout.seed, k), so a resumed run writes the same table as an uninterrupted one (on the same hardware, with the
+same batch size: batch composition changes the order of random draws).
 """
 
 from __future__ import annotations
