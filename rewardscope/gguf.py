@@ -222,6 +222,15 @@ def fingerprint(name: str, gguf_file: str | None = None, revision: str | None = 
     return None if path is None else "gguf:" + file_sha256(path)[:16]
 
 
+def converted_from(folder: str | Path) -> str | None:
+    """The sha256 of the GGUF file a cache folder was converted from; None for any other folder."""
+    try:
+        sha = json.loads((Path(folder) / CONVERSION_FILE).read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return sha if isinstance(sha, str) and len(sha) == 64 else None
+
+
 def converted(name: str, gguf_file: str | None = None, revision: str | None = None) -> Path:
     """The cached safetensors folder of a GGUF source, converting the file the first time."""
     path = locate(name, gguf_file, revision)

@@ -89,13 +89,16 @@ def model_fingerprint(name: str, revision: str | None = None, gguf_file: str | N
     size and bytes (whole up to 64 MiB; beyond, 1 MiB at the start, middle and end: retrained or replaced weights
     change them, and a 28 GB checkpoint is not read in full). Hub ids: "hub:<commit>" of the cached snapshot for
     `revision`, or None when nothing is cached yet (then nothing can be compared). GGUF sources:
-    "gguf:<sha256[:16]>" of the GGUF file (its dequantized copy is derived from it).
+    "gguf:<sha256[:16]>" of the GGUF file; its dequantized copy in the cache (the folder a model object loaded
+    from a GGUF source names) has that fingerprint too, so the two ways of naming one model do not refuse each other.
     """
     from rewardscope import gguf
 
     if gguf.is_gguf_source(name, gguf_file):
         return gguf.fingerprint(name, gguf_file, revision)
     path = Path(resolve_model_path(name))
+    if path.is_dir() and (source := gguf.converted_from(path)) is not None:
+        return "gguf:" + source[:16]
     if path.is_dir():
         digest = hashlib.sha256()
         files = [p for p in sorted(path.iterdir()) if p.name == "config.json" or p.suffix in _WEIGHT_SUFFIXES]

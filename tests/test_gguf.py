@@ -214,6 +214,8 @@ def test_sources_path_folder_and_fingerprint(tiny_gguf, tmp_path):
     assert model_fingerprint("label", gguf_file=str(tiny_gguf)) == fp  # a path: model.name is only a label
     assert resolve_model_path(str(tiny_gguf.parent), gguf_file=tiny_gguf.name) == resolve_model_path(
         "label", gguf_file=str(tiny_gguf))
+    # Its dequantized folder in the cache (what a model object loaded from it names) has the file's fingerprint.
+    assert model_fingerprint(resolve_model_path("label", gguf_file=str(tiny_gguf))) == fp
     # Another file (other weights) is another fingerprint and another cache folder.
     other = write_tiny_gguf(tmp_path / "other.gguf", seed=1)
     assert model_fingerprint("label", gguf_file=str(other)) not in (fp, None)
