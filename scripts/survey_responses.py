@@ -18,9 +18,17 @@ other problems (16 per dataset, none of the survey's):
         --settings T1.0-shots0 --shuffle-seed 1
     .venv/bin/python scripts/survey_responses.py --survey runs/smollm2-tasks-seed1 --out /tmp/fourth.jsonl
 
+and of smollm2_choice_responses_fifth.jsonl, the fifth (labelled by two readers blind to each other, disagreements
+adjudicated by a third), from runs on other problems again, skipping those an earlier set has:
+
+    .venv/bin/python scripts/smollm2_tasks.py --out runs/smollm2-tasks-seed2 --only arc-easy,commonsenseqa,mmlu \
+        --settings T1.0-shots0 --shuffle-seed 2
+    .venv/bin/python scripts/survey_responses.py --survey runs/smollm2-tasks-seed2 --out /tmp/fifth.jsonl \
+        --exclude tests/data/grading/smollm2_choice_responses{,_fresh,_third,_fourth}.jsonl
+
 Each run's rollouts are shuffled with random.Random(seed), the first `--skip` dropped and the next `--per-run`
-kept. `--view` writes the options and the response of each row, numbered, for reading; nothing here runs an
-extractor.
+kept (the rows of the `--exclude` files' problems left out first). `--view` writes the options and the response
+of each row, numbered, for reading; nothing here runs an extractor.
 """
 
 from __future__ import annotations
@@ -48,13 +56,18 @@ def main() -> None:
     parser.add_argument("--per-run", type=int, default=32)
     parser.add_argument("--skip", type=int, default=0, help="rows of each run's shuffle drawn by an earlier set")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--exclude", nargs="*", default=[],
+                        help="labelled JSONL files whose problems are skipped (the shuffle's next rows are taken)")
     args = parser.parse_args()
+    seen = {json.loads(line)["id"].split("#")[0] for path in args.exclude
+            for line in open(path, encoding="utf-8") if line.strip() and "header" not in json.loads(line)}
     rows = []
     for dataset in DATASETS:
         problems, _ = load_task(load_recipe(None, {"data.dataset": dataset, "data.path": args.data}).data)
         by_id = {p.id: p for p in problems}
         rollouts = read_parquet(Path(args.survey) / f"{dataset}-{SETTING}" / "rollouts.parquet").to_pylist()
         random.Random(args.seed).shuffle(rollouts)
+        rollouts = [r for r in rollouts if r["problem_id"] not in seen]
         for r in rollouts[args.skip: args.skip + args.per_run]:
             rows.append({"id": f"{r['problem_id']}#{r['sample']}@t{TEMPERATURE}", "dataset": dataset,
                          "prompt": r["prompt"], "response": r["response"],
