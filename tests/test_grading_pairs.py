@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rewardscope.grading import Grader, grade_one
-from rewardscope.grading.audit import choice_agreement, math_agreement, read_cases
+from rewardscope.grading.audit import choice_agreement, cohen_kappa, math_agreement, read_cases
 from rewardscope.grading.answers import choice_with_rule, extract_choice
 from rewardscope.grading.pool import DeadlinePool
 
@@ -112,6 +112,18 @@ def test_choice_responses_agreement():
     assert len(heldout) >= 90 and len(second) >= 40
     assert on.rate >= TARGET_CHOICE and everything.rate >= TARGET_CHOICE
     assert choice_agreement(second).rate >= TARGET_CHOICE
+
+
+def test_cohen_kappa_matches_scikit_learn():
+    from sklearn.metrics import cohen_kappa_score
+
+    first = ["A", "B", None, "C", None, "A", "D", None, "B", "A"]
+    second = ["A", "B", "C", "C", None, None, "D", None, "A", "A"]
+    reference = cohen_kappa_score([str(x) for x in first], [str(x) for x in second])
+    assert cohen_kappa(first, second) == pytest.approx(reference, abs=1e-12)
+    assert cohen_kappa(first, first) == 1.0 and cohen_kappa(["A"] * 3, ["A"] * 3) == 1.0
+    with pytest.raises(ValueError, match="same cases"):
+        cohen_kappa(first, second[:-1])
 
 
 OPTIONS = ("Paris", "London", "Rome", "Berlin")

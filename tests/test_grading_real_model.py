@@ -6,12 +6,15 @@ with the answer a person reads in each (`label`; null: none can be told). Every 
 extractor was run on any of them; rows of split "heldout" measure the extractors, "tuning" rows may be used to
 change them. The labelling rules are in tests/data/grading/README.md.
 
-Four held-out sets of choice responses, each labelled and committed before any extractor ran on it, and each
+Five held-out sets of choice responses, each labelled and committed before any extractor ran on it, and each
 measured cleanly once (or for several extractor versions at once) before its misses were read: the first (84
-held-out rows of smollm2_choice_responses.jsonl), the fresh set (smollm2_choice_responses_fresh.jsonl), the third
-and the fourth (smollm2_choice_responses_third.jsonl, _fourth.jsonl; tests/data/grading/README.md says how each
-was drawn). The letter extractor was later changed with the first three sets' misses in view, so only the
-fourth set's figure is clean for the extractor as it is; the others are floors against regressions.
+held-out rows of smollm2_choice_responses.jsonl), the fresh set (smollm2_choice_responses_fresh.jsonl), the third,
+fourth and fifth (smollm2_choice_responses_third.jsonl, _fourth.jsonl, _fifth.jsonl; tests/data/grading/README.md
+says how each was drawn). The third, fourth and fifth were each read by two readers blind to each other and to
+every extractor, their disagreements adjudicated (`readings`, `adjudication`; `label` is the agreed or adjudicated
+label), which measures how far two careful readers agree by the same rules. The letter extractor was changed
+with the first three sets' misses in view, and not since the fourth was drawn, so the fourth and fifth sets'
+figures are clean for the extractor as it is; the others are floors against regressions.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from rewardscope.grading.audit import choice_agreement, read_cases
+from rewardscope.grading.audit import choice_agreement, cohen_kappa, read_cases
+from rewardscope.grading.answers import choice_with_rule
 from rewardscope.grading.answers import extract_number, same_number, whole_number
 from rewardscope.stats import wilson_interval
 
@@ -30,6 +34,8 @@ DATA = Path(__file__).parent / "data" / "grading"
 CHOICE_FILE, GSM8K_FILE = DATA / "smollm2_choice_responses.jsonl", DATA / "smollm2_gsm8k_responses.jsonl"
 FRESH_FILE = DATA / "smollm2_choice_responses_fresh.jsonl"
 THIRD_FILE, FOURTH_FILE = DATA / "smollm2_choice_responses_third.jsonl", DATA / "smollm2_choice_responses_fourth.jsonl"
+FIFTH_FILE = DATA / "smollm2_choice_responses_fifth.jsonl"
+READ_TWICE = (THIRD_FILE, FOURTH_FILE, FIFTH_FILE)  # two blind readings each, disagreements adjudicated
 FIELDS = ("id", "dataset", "prompt", "response", "choices", "gold", "temperature", "finish_reason", "label", "split",
           "note")
 CHOICE_DATASETS, TEMPERATURES, SPLITS = {"arc-easy", "commonsenseqa", "mmlu"}, {0.7, 1.0}, {"heldout", "tuning"}
@@ -39,10 +45,13 @@ TARGET_CHOICE = 0.94  # held-out agreement the project asks of the letter extrac
 # measurement after the last change of the letter extractor (78/84; not clean: see above). The fresh set: 78/96
 # with the extractor of d13ed8e, 79/96 after the second change; 82/84 and 92/96 after the third and fourth,
 # made with both sets' misses in view. The third set: 71/96 clean (the third change), 80/96 after the fourth, made
-# on its misses. The fourth set: 86/96 clean (the extractor as it is). Each set's last figure is its floor.
+# on its misses. The fourth set: 86/96 clean (the extractor as it is). Those figures are against the first
+# reading; against the agreed or adjudicated labels (2026-12-02) the third reads 72/96 and the fourth 83/96. The
+# fifth set: 78/96 clean. Each set's last figure is its floor; READERS holds how often the two readings agree.
 FIRST_CHOICE_HELDOUT, FIRST_NUMBER_HELDOUT = (63, 84), (3, 42)
 CHOICE_HELDOUT_FLOOR, FRESH_FLOOR = (82, 84), (92, 96)
-FLOORS = {FRESH_FILE: FRESH_FLOOR, THIRD_FILE: (80, 96), FOURTH_FILE: (86, 96)}
+FLOORS = {FRESH_FILE: FRESH_FLOOR, THIRD_FILE: (72, 96), FOURTH_FILE: (83, 96), FIFTH_FILE: (78, 96)}
+READERS = {THIRD_FILE: 80, FOURTH_FILE: 88, FIFTH_FILE: 90}  # rows where the two blind readings agree, of 96
 
 
 def _figure(name: str, agree: int, n: int) -> str:
@@ -116,14 +125,37 @@ def _choice_report(split: str, path: Path = CHOICE_FILE):
     return result
 
 
-@pytest.mark.xfail(strict=True, reason="the fourth held-out set, the only clean one for the extractor as it is: "
-                   "86/96 = 89.6% [95% Wilson 0.819, 0.942]; the third, clean for the extractor before its last "
-                   "change: 71/96 = 74.0% [0.644, 0.817] (80/96 after that change, made on its misses): below the "
-                   "0.94 asked for")
-@pytest.mark.parametrize("path", [THIRD_FILE, FOURTH_FILE], ids=["third", "fourth"])
+@pytest.mark.xfail(strict=True, reason="the fourth and fifth held-out sets, the clean ones for the extractor as it "
+                   "is, against their agreed or adjudicated labels: 83/96 = 86.5% [95% Wilson 0.782, 0.919] and "
+                   "78/96 = 81.2% [0.723, 0.878] (the fourth against its first reading alone: 86/96); two blind "
+                   "readers agree on 88/96 and 90/96 of them: below the 0.94 asked for")
+@pytest.mark.parametrize("path", [FOURTH_FILE, FIFTH_FILE], ids=["fourth", "fifth"])
 def test_choice_heldout_agreement(path):
     result = _choice_report("heldout", path)
     assert result.n >= 60 and result.rate >= TARGET_CHOICE
+
+
+def test_two_blind_readings_and_the_extractor_are_reported():
+    """How often two readers agree by the same rules (the most a reading can be trusted), and the extractor beside
+    them: against each reading, against the agreed or adjudicated label, and on the rows both readers agree on."""
+    print()
+    pooled = [0, 0]
+    for path in READ_TWICE:
+        rows = _rows(path)
+        first, second = ([r["readings"][k]["label"] for r in rows] for k in (0, 1))
+        read = [choice_with_rule(r["response"], tuple(r["choices"]))[0] for r in rows]
+        agreed = [i for i in range(len(rows)) if first[i] == second[i]]
+        n, final = len(rows), [r["label"] for r in rows]
+        kappa = cohen_kappa(first, second)
+        print(_figure(f"{path.name}: the two readings agree", len(agreed), n), f"(Cohen's kappa {kappa:.3f})")
+        print("  extractor against the first reading", sum(a == b for a, b in zip(read, first)), "the second",
+              sum(a == b for a, b in zip(read, second)), "the label", sum(a == b for a, b in zip(read, final)),
+              "the rows both readers agree on", f"{sum(read[i] == final[i] for i in agreed)}/{len(agreed)}")
+        if path in (FOURTH_FILE, FIFTH_FILE):  # clean for the extractor as it is
+            pooled[0] += sum(a == b for a, b in zip(read, final))
+            pooled[1] += n
+        assert len(agreed) == READERS[path]
+    print(_figure("extractor, the clean sets pooled (fourth and fifth)", *pooled))
 
 
 @pytest.mark.parametrize("path", [CHOICE_FILE, FRESH_FILE], ids=["first", "fresh"])
@@ -134,7 +166,10 @@ def test_choice_seen_heldout_sets_are_reported(path):
     assert result.n == floor[1] and result.agree >= floor[0]
 
 
-@pytest.mark.parametrize("path", [FRESH_FILE, THIRD_FILE, FOURTH_FILE], ids=["fresh", "third", "fourth"])
+LATER_SETS = dict(argnames="path", argvalues=[FRESH_FILE, *READ_TWICE], ids=["fresh", "third", "fourth", "fifth"])
+
+
+@pytest.mark.parametrize(**LATER_SETS)
 def test_later_heldout_files_are_well_formed(path):
     rows = _rows(path)
     assert len(rows) == FLOORS[path][1] and len({r["id"] for r in rows}) == len(rows)
@@ -143,16 +178,25 @@ def test_later_heldout_files_are_well_formed(path):
         letters = "ABCDEFGHIJ"[: len(r["choices"])]
         assert r["gold"] in letters and (r["label"] is None or r["label"] in letters), r["id"]
         assert r["finish_reason"] in ("eos", "length") and r["prompt"].endswith("<|im_start|>assistant\n"), r["id"]
+        if path in READ_TWICE:  # the label is the readings' where they agree, else the adjudicator's
+            first, second = (reading["label"] for reading in r["readings"])
+            assert len(r["readings"]) == 2 and {first, second} <= {None, *letters}, r["id"]
+            decided = r["adjudication"]
+            assert (decided is None) == (first == second), r["id"]
+            assert r["label"] == (first if decided is None else decided["label"]), r["id"]
 
 
 def test_the_heldout_sets_share_no_response():
-    ids = [r["id"] for path in (CHOICE_FILE, FRESH_FILE, THIRD_FILE, FOURTH_FILE) for r in _rows(path)]
+    sets = (CHOICE_FILE, FRESH_FILE, *READ_TWICE)
+    ids = [r["id"] for path in sets for r in _rows(path)]
     assert len(ids) == len(set(ids))
-    fourth = {r["id"].split("#")[0] for r in _rows(FOURTH_FILE)}  # drawn from other problems than the survey's
-    assert not fourth & {r["id"].split("#")[0] for path in (FRESH_FILE, THIRD_FILE) for r in _rows(path)}
+    problems = {path: {r["id"].split("#")[0] for r in _rows(path)} for path in sets}
+    # The fourth and fifth were drawn from other problems than the survey's and each other's.
+    assert not problems[FOURTH_FILE] & (problems[FRESH_FILE] | problems[THIRD_FILE])
+    assert not problems[FIFTH_FILE] & set().union(*(problems[p] for p in sets if p != FIFTH_FILE))
 
 
-@pytest.mark.parametrize("path", [FRESH_FILE, THIRD_FILE, FOURTH_FILE], ids=["fresh", "third", "fourth"])
+@pytest.mark.parametrize(**LATER_SETS)
 def test_choice_later_heldout_sets_not_below_their_measurements(path):
     result = choice_agreement(_rows(path))
     assert result.n == FLOORS[path][1] and result.agree >= FLOORS[path][0]

@@ -5,6 +5,9 @@ skipped. Two kinds, both used by the tests on tests/data/grading/ and usable on 
 
     math pairs        {"pred", "gold", "equal": bool, "class", "split"}
     choice responses  {"response", "choices": [...] or null, "label": "B" or null, "split"}
+                      (optionally "readings": [{"label", "note"}, ...], several people's blind readings, and
+                      "adjudication": {"label", "rule", "note"} where they differ; "label" is then the agreed or
+                      adjudicated one)
 
 `split` ("heldout" / "tuning") says whether a case was written before the grader was tuned (see the files).
 """
@@ -46,6 +49,17 @@ def read_cases(path: str | Path, fields: tuple[str, ...], split: str | None = No
         if split is None or row.get("split") == split:
             cases.append(row)
     return cases
+
+
+def cohen_kappa(first: list, second: list) -> float:
+    """Cohen's kappa of two readings of the same cases: their agreement beyond what their label frequencies give
+    by chance (1: always agree, 0: chance). Labels are any hashable values, None (no letter) among them."""
+    if len(first) != len(second) or not first:
+        raise ValueError(f"two readings of the same cases are needed, got {len(first)} and {len(second)} labels")
+    n = len(first)
+    observed = sum(a == b for a, b in zip(first, second)) / n
+    chance = sum(first.count(label) * second.count(label) for label in set(first) | set(second)) / n**2
+    return 1.0 if chance == 1 else (observed - chance) / (1 - chance)
 
 
 def choice_agreement(cases: list[dict], choice_fallback: bool = True) -> Agreement:
