@@ -143,8 +143,14 @@ OPTIONS = ("Paris", "London", "Rome", "Berlin")
     ("Step 1: 3 * 5 = 15, which matches (B).", "B", "fallback"),
     ("A bird can fly.", None, None),
     ("I think B.", "B", "fallback"),
-    # Answer statements naming different options: no answer a person can tell.
-    ("The answer is (B). London is in England. The answer is (D).", None, "ambiguous"),
+    # Answer statements naming different options: the last is a change of mind (README rule 2, as two blind
+    # readers and an adjudicator read SmolLM2's responses); no answer a person can tell when they stand one right
+    # after the other or one names several.
+    ("The answer is (B). London is in England. The answer is (D).", "D", "marked"),
+    ("The correct option is (B) Paris, the capital of France.\n\nThe correct answer is (A) Paris.", "A", "marked"),
+    ("1. The answer is (A) Paris, a big city.\n2. The answer is (B) London.", "B", "marked"),
+    ("1. The answer is (A) Paris.\n2. The answer is (B) London.", None, "ambiguous"),  # only a list marker between
+    ("1. The correct option is A, which is Paris.\n2. The correct option is D.", None, "ambiguous"),  # A's text restated
     ("The answer is (A) or (C).", None, "ambiguous"),
     ("The answer is either B or D.", None, "ambiguous"),
     ("The answer is either (X) or D.", None, "ambiguous"),
@@ -212,6 +218,8 @@ OPTIONS = ("Paris", "London", "Rome", "Berlin")
     ("The correct answer D is (C).", None, "ambiguous"),
     ("So the correct answer D.", "D", "marked"),
     ("A possible answer: (D) Berlin, making choice (B) the correct option.", None, "ambiguous"),
+    ("We have 2 choices for the answer (A), but the exact correct answer (C) is here.", "C", "marked"),
+    ("The answer is (C). No answer is (B), as none fits.", "C", "marked"),  # "no answer is" denies
     # A closing line opening with the formula is the final answer, unless another answer stands right before it.
     ("The answer is (A).\nParis is big.\nThe answer is (C).", "C", "marked"),
     ("The answer is (A).\nThe answer is (C).", None, "ambiguous"),

@@ -35,7 +35,7 @@ CHOICE_FILE, GSM8K_FILE = DATA / "smollm2_choice_responses.jsonl", DATA / "smoll
 FRESH_FILE = DATA / "smollm2_choice_responses_fresh.jsonl"
 THIRD_FILE, FOURTH_FILE = DATA / "smollm2_choice_responses_third.jsonl", DATA / "smollm2_choice_responses_fourth.jsonl"
 FIFTH_FILE = DATA / "smollm2_choice_responses_fifth.jsonl"
-READ_TWICE = (THIRD_FILE, FOURTH_FILE, FIFTH_FILE)  # two blind readings each, disagreements adjudicated
+READ_TWICE = (CHOICE_FILE, FRESH_FILE, THIRD_FILE, FOURTH_FILE, FIFTH_FILE)  # two blind readings, adjudicated
 FIELDS = ("id", "dataset", "prompt", "response", "choices", "gold", "temperature", "finish_reason", "label", "split",
           "note")
 CHOICE_DATASETS, TEMPERATURES, SPLITS = {"arc-easy", "commonsenseqa", "mmlu"}, {0.7, 1.0}, {"heldout", "tuning"}
@@ -49,9 +49,10 @@ TARGET_CHOICE = 0.94  # held-out agreement the project asks of the letter extrac
 # reading; against the agreed or adjudicated labels (2026-12-02) the third reads 72/96 and the fourth 83/96. The
 # fifth set: 78/96 clean. Each set's last figure is its floor; READERS holds how often the two readings agree.
 FIRST_CHOICE_HELDOUT, FIRST_NUMBER_HELDOUT = (63, 84), (3, 42)
-CHOICE_HELDOUT_FLOOR, FRESH_FLOOR = (82, 84), (92, 96)
-FLOORS = {FRESH_FILE: FRESH_FLOOR, THIRD_FILE: (72, 96), FOURTH_FILE: (83, 96), FIFTH_FILE: (78, 96)}
-READERS = {THIRD_FILE: 80, FOURTH_FILE: 88, FIFTH_FILE: 90}  # rows where the two blind readings agree, of 96
+CHOICE_HELDOUT_FLOOR, FRESH_FLOOR, TUNING_FLOOR = (80, 84), (86, 96), (42, 44)
+FLOORS = {FRESH_FILE: FRESH_FLOOR, THIRD_FILE: (78, 96), FOURTH_FILE: (85, 96), FIFTH_FILE: (80, 96)}
+READERS = {CHOICE_FILE: (124, 128), FRESH_FILE: (83, 96), THIRD_FILE: (80, 96), FOURTH_FILE: (88, 96),
+           FIFTH_FILE: (90, 96)}  # rows where the two blind readings agree
 
 
 def _figure(name: str, agree: int, n: int) -> str:
@@ -154,7 +155,7 @@ def test_two_blind_readings_and_the_extractor_are_reported():
         if path in (FOURTH_FILE, FIFTH_FILE):  # clean for the extractor as it is
             pooled[0] += sum(a == b for a, b in zip(read, final))
             pooled[1] += n
-        assert len(agreed) == READERS[path]
+        assert (len(agreed), n) == READERS[path]
     print(_figure("extractor, the clean sets pooled (fourth and fifth)", *pooled))
 
 
@@ -166,7 +167,8 @@ def test_choice_seen_heldout_sets_are_reported(path):
     assert result.n == floor[1] and result.agree >= floor[0]
 
 
-LATER_SETS = dict(argnames="path", argvalues=[FRESH_FILE, *READ_TWICE], ids=["fresh", "third", "fourth", "fifth"])
+LATER = (FRESH_FILE, THIRD_FILE, FOURTH_FILE, FIFTH_FILE)
+LATER_SETS = dict(argnames="path", argvalues=LATER, ids=["fresh", "third", "fourth", "fifth"])
 
 
 @pytest.mark.parametrize(**LATER_SETS)
@@ -178,16 +180,21 @@ def test_later_heldout_files_are_well_formed(path):
         letters = "ABCDEFGHIJ"[: len(r["choices"])]
         assert r["gold"] in letters and (r["label"] is None or r["label"] in letters), r["id"]
         assert r["finish_reason"] in ("eos", "length") and r["prompt"].endswith("<|im_start|>assistant\n"), r["id"]
-        if path in READ_TWICE:  # the label is the readings' where they agree, else the adjudicator's
-            first, second = (reading["label"] for reading in r["readings"])
-            assert len(r["readings"]) == 2 and {first, second} <= {None, *letters}, r["id"]
-            decided = r["adjudication"]
-            assert (decided is None) == (first == second), r["id"]
-            assert r["label"] == (first if decided is None else decided["label"]), r["id"]
+
+
+@pytest.mark.parametrize("path", READ_TWICE, ids=["first", "fresh", "third", "fourth", "fifth"])
+def test_the_label_is_the_readings_where_they_agree_else_the_adjudicators(path):
+    for r in _rows(path):
+        letters = "ABCDEFGHIJ"[: len(r["choices"])]
+        first, second = (reading["label"] for reading in r["readings"])
+        assert len(r["readings"]) == 2 and {first, second} <= {None, *letters}, r["id"]
+        decided = r["adjudication"]
+        assert (decided is None) == (first == second), r["id"]
+        assert r["label"] == (first if decided is None else decided["label"]), r["id"]
 
 
 def test_the_heldout_sets_share_no_response():
-    sets = (CHOICE_FILE, FRESH_FILE, *READ_TWICE)
+    sets = (CHOICE_FILE, *LATER)
     ids = [r["id"] for path in sets for r in _rows(path)]
     assert len(ids) == len(set(ids))
     problems = {path: {r["id"].split("#")[0] for r in _rows(path)} for path in sets}
@@ -210,7 +217,7 @@ def test_choice_heldout_not_below_first_measurement():
 
 def test_choice_tuning_agreement_is_reported():
     result = _choice_report("tuning")
-    assert result.n >= 30 and result.agree >= 43  # 30/44 at the first measurement, 43/44 since the ambiguity rules
+    assert result.n == TUNING_FLOOR[1] and result.agree >= TUNING_FLOOR[0]  # 30/44 at the first measurement
 
 
 def test_choice_agreement_without_the_fallback_is_reported():

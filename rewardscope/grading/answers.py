@@ -167,14 +167,9 @@ _PREDICATE = re.compile(r"(?:^|(?<=[.!?\n]))[ \t]*(?:(?:so|thus|therefore|hence)
                         r"primary|chief|principal|best|only|correct|right|most[ \t]+\w+)\b[^.!?\n]{0,120}?[ \t]"
                         r"(?:is|are)[ \t]+",
                         re.IGNORECASE)
-# A change of mind just before an answer statement (same sentence): it withdraws the earlier statements.
-_CORRECTION = re.compile(r"\b(?:wait|actually|on\s+second\s+thoughts?|correction|I\s+mean|I\s+was\s+wrong|"
-                         r"scratch\s+that|instead|however|change[sd]?\s+my\s+mind)\b|\bno\s*[,:;.!—-]", re.IGNORECASE)
 # An answer phrase right after an opening quote is quoted, a mention: 'in place of "the answer is (D)," ...'.
+_CONTRAST = re.compile(r"\b(?:but|however|whereas|while|instead)\b", re.IGNORECASE)  # "(C), but the correct answer (E)"
 _QUOTED = re.compile(r"[\"“'‘](?:the\s+)?\Z", re.IGNORECASE)  # searched in the 6 characters before the phrase
-# A sentence that concludes: what it answers is final ("Based on these options, we can conclude that ...").
-_CONCLUSION = re.compile(r"\s*(?:\d+[.)]\s*)?(?:so|thus|hence|therefore|in\s+conclusion|to\s+conclude|finally|"
-                         r"ultimately|overall|in\s+summary|based\s+on\b|we\s+can\s+conclude)\b", re.IGNORECASE)
 # What may follow an option's text given as the answer: the end, punctuation, or an explanation.
 _TEXT_END = re.compile(r"\s*(?:$|[.,;:!()\]\n]|[-–—]\s)|\s+(?:because|since|as|which|who|that|so|for|this|it|"
                        r"given|due)\b", re.IGNORECASE)
@@ -195,12 +190,11 @@ _TERMINAL = ".!?)]}\"'”’*`"  # a response ending otherwise ends mid-sentence
 
 
 class _Statement:
-    """An answer statement: where it ends, the option(s) it names, by which rule, and whether it corrects."""
-    __slots__ = ("start", "end", "letters", "rule", "corrects", "concludes")
+    """An answer statement: where it starts and ends, the option(s) it names, and by which rule."""
+    __slots__ = ("start", "end", "letters", "rule")
 
-    def __init__(self, start: int, end: int, letters: frozenset, rule: str, corrects: bool, concludes: bool):
+    def __init__(self, start: int, end: int, letters: frozenset, rule: str):
         self.start, self.end, self.letters, self.rule = start, end, letters, rule
-        self.corrects, self.concludes = corrects, concludes
 
 
 _RULE_ORDER = ("boxed", "marked", "stated", "text")
@@ -227,14 +221,15 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
                subject asking for the answer ("The main function of chloroplasts is to produce glucose.")
     A statement followed by "?" is a question, and one in quotes a mention, not one. An answer phrase followed
     by no option ("the answer is: Four", "7", "not an option") is a statement naming none: if it is the last,
-    there is no letter. A statement that corrects ("Wait, no: the answer is (B)", "Actually, ...") withdraws
-    those before it; so does one in a concluding sentence ("So, ...", "Therefore ...", "Based on this, ...")
-    unless a statement naming another option stands right before it ("The answer is (A). So the answer is
-    (C)."), and so does a boxed or marked statement opening the response's last line. If the remaining
-    statements name one option, that is the answer (the rule: the first of boxed, marked, stated, text among
-    them). They are `ambiguous` (no letter) when they name two or more different
-    options, when one names several ("(A) or (C)", "either B or D", "either a predator or ..."), or when the
-    response ends mid-sentence (cut off) after naming another option's label later than its last statement.
+    there is no letter ("no answer is (B)" is none either). The **last** statement is the answer: an earlier
+    one naming another option is a change of mind ("The answer is (A). ... Wait, so the answer is (C)": C), as
+    a person reads it (tests/data/grading/README.md, rule 2). The statements of the last one's sentence count
+    with it ("(D) ..., making choice (B) the correct option" names two), except those before a "but" ("(C),
+    but the exact answer (E)": E); a letter among them wins over an option's text (the rule: the first of
+    boxed, marked, stated, text among them). It is `ambiguous` (no letter) when it names several options ("(A)
+    or (C)", "either B or D", "either a predator or ..."), when a statement naming another option stands right
+    before it ("The answer is (A). So the answer is (C).": two answers, no change of mind), or when the
+    response ends mid-sentence (cut off) after naming another option's label later than it.
     Without a statement:
     opening    a label opening the response ("(B) Paris", "B) ...", "B. ...", "[B]") or being all of it ("B");
                a digit only when it is all of it (a numbered list "1. First, ..." is not option A); not when the
@@ -266,15 +261,10 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
 
     statements = []
 
-    def add(start: int, end: int, named: frozenset, rule: str, filler: str = "") -> None:
+    def add(start: int, end: int, named: frozenset, rule: str) -> None:
         if re.match(r"\s*\?", text[end:end + 8]):
             return  # "So B? No, it's D.": a question, not an answer
-        lo = max(start - 40, 0)
-        sentence = text[max(lo, *(text.rfind(c, lo, start) + 1 for c in _SENTENCE_END)):start]
-        corrects = bool(_CORRECTION.search(sentence) or _CORRECTION.search(filler))
-        lo = max(start - 100, 0)
-        concludes = _CONCLUSION.match(text, max(lo, *(text.rfind(c, lo, start) + 1 for c in _SENTENCE_END))) is not None
-        statements.append(_Statement(start, end, named, rule, corrects, concludes))
+        statements.append(_Statement(start, end, named, rule))
 
     for m in re.finditer(r"\\(?:boxed|fbox)\{", text):
         found = re.match(rf"\s*\(?([{letters}{digits}{letters.lower()}])\)?(?:[\s.):}}]|$)", text[m.end():m.end() + 20])
@@ -290,6 +280,8 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
     for m in marks:
         if _QUOTED.search(text, max(m.start() - 6, 0), m.start()):
             continue  # a quotation mentions an answer, it gives none
+        if re.search(r"\bno\s+\Z", text[max(m.start() - 4, 0):m.start()], re.IGNORECASE):
+            continue  # "no answer is (B)": a denial
         rest = text[m.end():m.end() + 300]  # bounded: a copy of the whole rest per mark would be quadratic
         line_start = text.rfind("\n", 0, m.start()) + 1
         if "\n" in m[0] and not _LINE_OPENING.fullmatch(text, line_start, m.start()):
@@ -310,7 +302,7 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
                 named.add(_first(other).upper())
             if found[2]:  # "either ... or ...": several options whatever follows
                 named.add("X")
-            add(m.start(), m.end() + found.end(), frozenset(named), "marked", found[1])
+            add(m.start(), m.end() + found.end(), frozenset(named), "marked")
         elif re.match(rf"{_FILLER}either\b", rest, re.IGNORECASE):
             add(m.start(), m.end(), frozenset("X?"), "marked")  # "either (X) or D", "either a predator or ...": several
         else:
@@ -357,27 +349,24 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
         if not statements[-1].letters:
             return None, None  # the last answer given is no option: it supersedes any earlier one and the opening
         statements = [s for s in statements if s.letters]
-        corrected = [i for i, s in enumerate(statements) if s.corrects]
-        statements = statements[corrected[-1]:] if corrected else statements
-        # A conclusion ("Based on this, the answer is (C)") supersedes the statements before it, unless one naming
-        # another option stands right before it ("The answer is (A). So the answer is (C).": two answers). From
-        # the first conclusion on, every statement counts: conclusions naming different options are ambiguous.
-        concluded = [i for i, s in enumerate(statements) if s.concludes and i > 0
-                     and not _back_to_back(text, statements[i - 1], s, options)]
-        statements = statements[concluded[0]:] if concluded else statements
-        # A closing line that opens with the requested formula ("...\n\nThe answer is (B) ...") is the final
-        # answer: what came before is superseded, unless another option's statement stands right before it.
+        # The last statement, with those of its sentence short of a "but" (one phrase may match two rules: "(B),
+        # which is the answer"), is the answer; an earlier different one is a change of mind unless right before.
         last = statements[-1]
-        if (len(statements) > 1 and last.rule in ("boxed", "marked") and len(last.letters) == 1
-                and _closes(text, last) and not _back_to_back(text, statements[-2], last, options)):
-            statements = [last]
-        named = frozenset().union(*(s.letters for s in statements))
+        sentence = max(last.start - 300, 0, *(text.rfind(c, 0, last.start) + 1 for c in _SENTENCE_END))
+        group = [s for s in statements if s.end > last.start
+                 or (s.start >= sentence and not _CONTRAST.search(text, s.end, last.start))]
+        lettered = [s for s in group if s.rule != "text"]
+        named = frozenset().union(*(s.letters for s in (lettered or group)))
         if len(named) != 1:
             return None, "ambiguous"
-        picked, = named
-        if _contradicted_after(text, statements[-1].end, picked, letters):
+        before = [s for s in statements if s not in group]
+        first = min(group, key=lambda s: s.start)
+        if before and before[-1].letters != named and _back_to_back(text, before[-1], first, options):
             return None, "ambiguous"
-        return picked, min((s.rule for s in statements), key=_RULE_ORDER.index)
+        picked, = named
+        if _contradicted_after(text, last.end, picked, letters):
+            return None, "ambiguous"
+        return picked, min((s.rule for s in (lettered or group)), key=_RULE_ORDER.index)
 
     # A list of options, not a pick: two lines opening with different labels, or three labels in one line; not
     # lines that deny them ("(D)\n(A), (B) and (C) are incorrect." is D).
@@ -413,6 +402,7 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
         if found and len(set(found)) == 1:
             return found[-1], "fallback"
     return None, None
+
 
 
 _NOT_ALONE = frozenset("or and nor neither either not isn't than except besides but without unlike".split())
@@ -480,25 +470,18 @@ _BETWEEN = re.compile(r"[\s.,;:!)\]\-–—/]*(?:(?:\d+[.)]|[-•]|step\s+\d+:?)
                       r"therefore|hence|and|but)\b[\s,]*)*", re.IGNORECASE)
 
 
+_RESTATES = re.compile(r"^[\s,:\-–—]*(?:(?:which|that)\s+is\s+|i\.e\.,?\s*)?", re.IGNORECASE)  # before an option's text
+
+
 def _back_to_back(text: str, before: "_Statement", after: "_Statement", options: "_Options | None") -> bool:
     """Whether only punctuation, a list marker, opening words or the earlier option's text stand between."""
     between = text[before.end:after.start]
     if options is not None and len(before.letters) == 1:
-        option, stripped = options.raw[CHOICE_LETTERS.index(next(iter(before.letters)))], between.lstrip()
+        option = options.raw[CHOICE_LETTERS.index(next(iter(before.letters)))]
+        stripped = _RESTATES.sub("", between, count=1)
         if option and stripped[:len(option)].lower() == option.lower():
-            between = stripped[len(option):]  # "The answer is (C) Rome. The answer is (D)."
+            between = stripped[len(option):]  # "The answer is (C) Rome. The answer is (D).", "A, which is Paris."
     return _BETWEEN.fullmatch(between) is not None
-
-
-_LINE_START = re.compile(r"[ \t]*(?:(?:\d+[.)]|[-•]|step\s+\d+:?)[ \t]*)?(?:(?:the|my|final|correct|so|thus|"
-                         r"therefore|hence|in\s+conclusion)\b[ \t,]*)*", re.IGNORECASE)
-
-
-def _closes(text: str, statement: "_Statement") -> bool:
-    """Whether `statement` opens the response's last line (a list marker or "So the" aside)."""
-    line_start = text.rfind("\n", 0, statement.start) + 1
-    last_line = "\n" not in text[statement.end:].strip()
-    return last_line and _LINE_START.fullmatch(text, line_start, statement.start) is not None
 
 
 def _contradicted_after(text: str, end: int, picked: str, letters: str) -> bool:

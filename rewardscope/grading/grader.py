@@ -79,7 +79,8 @@ def grader_kinds() -> tuple[str, ...]:
 # Bumped when a kind's rules change what it reads from a response: the version joins the keys of the stages that
 # grade (rewardscope.stages), so rewards cached under older rules are graded again. Unlisted kinds are at 1,
 # which adds nothing to any key.
-RULES_VERSIONS = {"choice": 3}  # 2: conclusions, no-option answers, quotations (2026-12-01); 3: closing lines, texts, denials, quoted letters
+RULES_VERSIONS = {"choice": 4}  # 2: conclusions, no-option answers, quotations (2026-12-01); 3: closing lines, texts,
+# denials, quoted letters; 4: the last answer statement wins (2026-12-02)
 
 
 def rules_versions(kind: str | None) -> dict[str, int]:
