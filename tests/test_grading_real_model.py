@@ -6,15 +6,15 @@ with the answer a person reads in each (`label`; null: none can be told). Every 
 extractor was run on any of them; rows of split "heldout" measure the extractors, "tuning" rows may be used to
 change them. The labelling rules are in tests/data/grading/README.md.
 
-Five held-out sets of choice responses, each labelled and committed before any extractor ran on it, and each
+Six held-out sets of choice responses, each labelled and committed before any extractor ran on it, and each
 measured cleanly once (or for several extractor versions at once) before its misses were read: the first (84
-held-out rows of smollm2_choice_responses.jsonl), the fresh set (smollm2_choice_responses_fresh.jsonl), the third,
-fourth and fifth (smollm2_choice_responses_third.jsonl, _fourth.jsonl, _fifth.jsonl; tests/data/grading/README.md
-says how each was drawn). The third, fourth and fifth were each read by two readers blind to each other and to
-every extractor, their disagreements adjudicated (`readings`, `adjudication`; `label` is the agreed or adjudicated
-label), which measures how far two careful readers agree by the same rules. The letter extractor was changed
-with the first three sets' misses in view, and not since the fourth was drawn, so the fourth and fifth sets'
-figures are clean for the extractor as it is; the others are floors against regressions.
+held-out rows of smollm2_choice_responses.jsonl), the fresh set (smollm2_choice_responses_fresh.jsonl), and the
+third to sixth (_third.jsonl ... _sixth.jsonl; tests/data/grading/README.md says how each was drawn). Every set
+is read by two readers blind to each other and to every extractor, their disagreements adjudicated (`readings`,
+`adjudication`; `label` is the agreed or adjudicated label): how often two careful readers agree by the same
+rules is measured beside the extractor. The letter extractor was last changed (choice rules version 4) with the
+first five sets' misses in view and frozen before the sixth was read, so the sixth set's figure is the clean one
+for the extractor as it is; the others are floors against regressions.
 """
 
 from __future__ import annotations
@@ -34,25 +34,26 @@ DATA = Path(__file__).parent / "data" / "grading"
 CHOICE_FILE, GSM8K_FILE = DATA / "smollm2_choice_responses.jsonl", DATA / "smollm2_gsm8k_responses.jsonl"
 FRESH_FILE = DATA / "smollm2_choice_responses_fresh.jsonl"
 THIRD_FILE, FOURTH_FILE = DATA / "smollm2_choice_responses_third.jsonl", DATA / "smollm2_choice_responses_fourth.jsonl"
-FIFTH_FILE = DATA / "smollm2_choice_responses_fifth.jsonl"
-READ_TWICE = (CHOICE_FILE, FRESH_FILE, THIRD_FILE, FOURTH_FILE, FIFTH_FILE)  # two blind readings, adjudicated
+FIFTH_FILE, SIXTH_FILE = DATA / "smollm2_choice_responses_fifth.jsonl", DATA / "smollm2_choice_responses_sixth.jsonl"
+LATER = (FRESH_FILE, THIRD_FILE, FOURTH_FILE, FIFTH_FILE, SIXTH_FILE)  # drawn after the first: all rows held out
+READ_TWICE = (CHOICE_FILE, *LATER)  # two blind readings, disagreements adjudicated
+CLEAN = (SIXTH_FILE,)  # read after the extractor's last change
 FIELDS = ("id", "dataset", "prompt", "response", "choices", "gold", "temperature", "finish_reason", "label", "split",
           "note")
 CHOICE_DATASETS, TEMPERATURES, SPLITS = {"arc-easy", "commonsenseqa", "mmlu"}, {0.7, 1.0}, {"heldout", "tuning"}
 TARGET_CHOICE = 0.94  # held-out agreement the project asks of the letter extractor on real responses
 # First measurements (2026-12-01, the extractor as of commit 179392d): choice held-out 63/84; extract_number
-# held-out 3/42, and every row with a number label read right. The choice floor against regressions is the
-# measurement after the last change of the letter extractor (78/84; not clean: see above). The fresh set: 78/96
-# with the extractor of d13ed8e, 79/96 after the second change; 82/84 and 92/96 after the third and fourth,
-# made with both sets' misses in view. The third set: 71/96 clean (the third change), 80/96 after the fourth, made
-# on its misses. The fourth set: 86/96 clean (the extractor as it is). Those figures are against the first
-# reading; against the agreed or adjudicated labels (2026-12-02) the third reads 72/96 and the fourth 83/96. The
-# fifth set: 78/96 clean. Each set's last figure is its floor; READERS holds how often the two readings agree.
+# held-out 3/42, and every row with a number label read right. Clean figures of the letter extractor against the
+# first reading: first 63/84, fresh 78/96, third 71/96, fourth 86/96; against the agreed or adjudicated labels
+# (2026-12-02): fourth 83/96 and fifth 78/96 (choice rules version 3), sixth 83/96 (version 4; 84/96 with version
+# 3). FLOORS holds each set's figure with the extractor as it is (not clean but for CLEAN); READERS how often the
+# two readings agree.
 FIRST_CHOICE_HELDOUT, FIRST_NUMBER_HELDOUT = (63, 84), (3, 42)
 CHOICE_HELDOUT_FLOOR, FRESH_FLOOR, TUNING_FLOOR = (80, 84), (86, 96), (42, 44)
-FLOORS = {FRESH_FILE: FRESH_FLOOR, THIRD_FILE: (78, 96), FOURTH_FILE: (85, 96), FIFTH_FILE: (80, 96)}
+FLOORS = {FRESH_FILE: FRESH_FLOOR, THIRD_FILE: (78, 96), FOURTH_FILE: (85, 96), FIFTH_FILE: (80, 96),
+          SIXTH_FILE: (83, 96)}
 READERS = {CHOICE_FILE: (124, 128), FRESH_FILE: (83, 96), THIRD_FILE: (80, 96), FOURTH_FILE: (88, 96),
-           FIFTH_FILE: (90, 96)}  # rows where the two blind readings agree
+           FIFTH_FILE: (90, 96), SIXTH_FILE: (91, 96)}  # rows where the two blind readings agree
 
 
 def _figure(name: str, agree: int, n: int) -> str:
@@ -126,11 +127,10 @@ def _choice_report(split: str, path: Path = CHOICE_FILE):
     return result
 
 
-@pytest.mark.xfail(strict=True, reason="the fourth and fifth held-out sets, the clean ones for the extractor as it "
-                   "is, against their agreed or adjudicated labels: 83/96 = 86.5% [95% Wilson 0.782, 0.919] and "
-                   "78/96 = 81.2% [0.723, 0.878] (the fourth against its first reading alone: 86/96); two blind "
-                   "readers agree on 88/96 and 90/96 of them: below the 0.94 asked for")
-@pytest.mark.parametrize("path", [FOURTH_FILE, FIFTH_FILE], ids=["fourth", "fifth"])
+@pytest.mark.xfail(strict=True, reason="the sixth held-out set, the clean one for the extractor as it is: 83/96 = "
+                   "86.5% [95% Wilson 0.782, 0.919] against its agreed or adjudicated labels, where two blind readers "
+                   "agree on 91/96: below the 0.94 asked for")
+@pytest.mark.parametrize("path", CLEAN, ids=["sixth"])
 def test_choice_heldout_agreement(path):
     result = _choice_report("heldout", path)
     assert result.n >= 60 and result.rate >= TARGET_CHOICE
@@ -140,7 +140,7 @@ def test_two_blind_readings_and_the_extractor_are_reported():
     """How often two readers agree by the same rules (the most a reading can be trusted), and the extractor beside
     them: against each reading, against the agreed or adjudicated label, and on the rows both readers agree on."""
     print()
-    pooled = [0, 0]
+    readers = [0, 0]
     for path in READ_TWICE:
         rows = _rows(path)
         first, second = ([r["readings"][k]["label"] for r in rows] for k in (0, 1))
@@ -152,23 +152,22 @@ def test_two_blind_readings_and_the_extractor_are_reported():
         print("  extractor against the first reading", sum(a == b for a, b in zip(read, first)), "the second",
               sum(a == b for a, b in zip(read, second)), "the label", sum(a == b for a, b in zip(read, final)),
               "the rows both readers agree on", f"{sum(read[i] == final[i] for i in agreed)}/{len(agreed)}")
-        if path in (FOURTH_FILE, FIFTH_FILE):  # clean for the extractor as it is
-            pooled[0] += sum(a == b for a, b in zip(read, final))
-            pooled[1] += n
+        readers[0] += len(agreed)
+        readers[1] += n
         assert (len(agreed), n) == READERS[path]
-    print(_figure("extractor, the clean sets pooled (fourth and fifth)", *pooled))
+    print(_figure("the two readings agree, all sets pooled", *readers))
 
 
-@pytest.mark.parametrize("path", [CHOICE_FILE, FRESH_FILE], ids=["first", "fresh"])
+@pytest.mark.parametrize("path", [CHOICE_FILE, FRESH_FILE, THIRD_FILE, FOURTH_FILE, FIFTH_FILE],
+                         ids=["first", "fresh", "third", "fourth", "fifth"])
 def test_choice_seen_heldout_sets_are_reported(path):
-    """Not clean: the letter extractor's last two changes were made with these sets' misses in view."""
+    """Not clean: the letter extractor was changed with these sets' misses in view."""
     result = _choice_report("heldout", path)
     floor = {CHOICE_FILE: CHOICE_HELDOUT_FLOOR, **FLOORS}[path]
     assert result.n == floor[1] and result.agree >= floor[0]
 
 
-LATER = (FRESH_FILE, THIRD_FILE, FOURTH_FILE, FIFTH_FILE)
-LATER_SETS = dict(argnames="path", argvalues=LATER, ids=["fresh", "third", "fourth", "fifth"])
+LATER_SETS = dict(argnames="path", argvalues=LATER, ids=["fresh", "third", "fourth", "fifth", "sixth"])
 
 
 @pytest.mark.parametrize(**LATER_SETS)
@@ -182,7 +181,7 @@ def test_later_heldout_files_are_well_formed(path):
         assert r["finish_reason"] in ("eos", "length") and r["prompt"].endswith("<|im_start|>assistant\n"), r["id"]
 
 
-@pytest.mark.parametrize("path", READ_TWICE, ids=["first", "fresh", "third", "fourth", "fifth"])
+@pytest.mark.parametrize("path", READ_TWICE, ids=["first", "fresh", "third", "fourth", "fifth", "sixth"])
 def test_the_label_is_the_readings_where_they_agree_else_the_adjudicators(path):
     for r in _rows(path):
         letters = "ABCDEFGHIJ"[: len(r["choices"])]
@@ -198,9 +197,10 @@ def test_the_heldout_sets_share_no_response():
     ids = [r["id"] for path in sets for r in _rows(path)]
     assert len(ids) == len(set(ids))
     problems = {path: {r["id"].split("#")[0] for r in _rows(path)} for path in sets}
-    # The fourth and fifth were drawn from other problems than the survey's and each other's.
+    # The fourth and later were drawn from other problems than the survey's and each other's.
     assert not problems[FOURTH_FILE] & (problems[FRESH_FILE] | problems[THIRD_FILE])
-    assert not problems[FIFTH_FILE] & set().union(*(problems[p] for p in sets if p != FIFTH_FILE))
+    for later in (FIFTH_FILE, SIXTH_FILE):
+        assert not problems[later] & set().union(*(problems[p] for p in sets if p != later))
 
 
 @pytest.mark.parametrize(**LATER_SETS)
