@@ -150,7 +150,7 @@ OPTIONS = ("Paris", "London", "Rome", "Berlin")
     ("The correct option is (B) Paris, the capital of France.\n\nThe correct answer is (A) Paris.", "A", "marked"),
     ("1. The answer is (A) Paris, a big city.\n2. The answer is (B) London.", "B", "marked"),
     ("1. The answer is (A) Paris.\n2. The answer is (B) London.", None, "ambiguous"),  # only a list marker between
-    ("1. The correct option is A, which is Paris.\n2. The correct option is D.", None, "ambiguous"),  # A's text restated
+    ("1. The correct option is A, which is Paris.\n2. The correct option is D.", None, "ambiguous"),  # text restated
     ("The answer is (A) or (C).", None, "ambiguous"),
     ("The answer is either B or D.", None, "ambiguous"),
     ("The answer is either (X) or D.", None, "ambiguous"),
