@@ -167,8 +167,8 @@ _PREDICATE = re.compile(r"(?:^|(?<=[.!?\n]))[ \t]*(?:(?:so|thus|therefore|hence)
                         r"primary|chief|principal|best|only|correct|right|most[ \t]+\w+)\b[^.!?\n]{0,120}?[ \t]"
                         r"(?:is|are)[ \t]+",
                         re.IGNORECASE)
-# An answer phrase right after an opening quote is quoted, a mention: 'in place of "the answer is (D)," ...'.
 _CONTRAST = re.compile(r"\b(?:but|however|whereas|while|instead)\b", re.IGNORECASE)  # "(C), but the correct answer (E)"
+# An answer phrase right after an opening quote is quoted, a mention: 'in place of "the answer is (D)," ...'.
 _QUOTED = re.compile(r"[\"“'‘](?:the\s+)?\Z", re.IGNORECASE)  # searched in the 6 characters before the phrase
 # What may follow an option's text given as the answer: the end, punctuation, or an explanation.
 _TEXT_END = re.compile(r"\s*(?:$|[.,;:!()\]\n]|[-–—]\s)|\s+(?:because|since|as|which|who|that|so|for|this|it|"
@@ -402,7 +402,6 @@ def choice_with_rule(text: str, choices: tuple[str, ...] | None = None,
         if found and len(set(found)) == 1:
             return found[-1], "fallback"
     return None, None
-
 
 
 _NOT_ALONE = frozenset("or and nor neither either not isn't than except besides but without unlike".split())
