@@ -19,8 +19,8 @@ other problems (16 per dataset, none of the survey's):
     .venv/bin/python scripts/survey_responses.py --survey runs/smollm2-tasks-seed1 --out /tmp/fourth.jsonl
 
 and of smollm2_choice_responses_fifth.jsonl, the fifth (labelled by two readers blind to each other, disagreements
-adjudicated by a third), from runs on other problems again, skipping those an earlier set has (the sixth and
-seventh likewise: --shuffle-seed 3 and 4, runs/smollm2-tasks-seed3 and -seed4, the later files added to --exclude):
+adjudicated by a third), from runs on other problems again, skipping those an earlier set has (the sixth to
+eighth likewise: --shuffle-seed 3 to 5, runs/smollm2-tasks-seed3 to -seed5, the later files added to --exclude):
 
     .venv/bin/python scripts/smollm2_tasks.py --out runs/smollm2-tasks-seed2 --only arc-easy,commonsenseqa,mmlu \
         --settings T1.0-shots0 --shuffle-seed 2

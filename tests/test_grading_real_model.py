@@ -6,15 +6,15 @@ with the answer a person reads in each (`label`; null: none can be told). Every 
 extractor was run on any of them; rows of split "heldout" measure the extractors, "tuning" rows may be used to
 change them. The labelling rules are in tests/data/grading/README.md.
 
-Seven held-out sets of choice responses, each labelled and committed before any extractor ran on it, and each
+Eight held-out sets of choice responses, each labelled and committed before any extractor ran on it, and each
 measured cleanly once (or for several extractor versions at once) before its misses were read: the first (84
 held-out rows of smollm2_choice_responses.jsonl), the fresh set (smollm2_choice_responses_fresh.jsonl), and the
-third to seventh (_third.jsonl ... _seventh.jsonl; tests/data/grading/README.md says how each was drawn). Every set
+third to eighth (_third.jsonl ... _eighth.jsonl; tests/data/grading/README.md says how each was drawn). Every set
 is read by two readers blind to each other and to every extractor, their disagreements adjudicated (`readings`,
 `adjudication`; `label` is the agreed or adjudicated label): how often two careful readers agree by the same
 rules is measured beside the extractor. The letter extractor was last changed (choice rules version 4) with the
-first five sets' misses in view and frozen before the sixth was read, so the sixth and seventh sets' figures are
-the clean ones for the extractor as it is; the others are floors against regressions.
+first five sets' misses in view and frozen before the sixth was read, so the sixth to eighth sets' figures are the
+clean ones for the extractor as it is; the others are floors against regressions.
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ FRESH_FILE = DATA / "smollm2_choice_responses_fresh.jsonl"
 THIRD_FILE, FOURTH_FILE = DATA / "smollm2_choice_responses_third.jsonl", DATA / "smollm2_choice_responses_fourth.jsonl"
 FIFTH_FILE, SIXTH_FILE = DATA / "smollm2_choice_responses_fifth.jsonl", DATA / "smollm2_choice_responses_sixth.jsonl"
 SEVENTH_FILE = DATA / "smollm2_choice_responses_seventh.jsonl"
-LATER = (FRESH_FILE, THIRD_FILE, FOURTH_FILE, FIFTH_FILE, SIXTH_FILE, SEVENTH_FILE)  # all rows held out
+EIGHTH_FILE = DATA / "smollm2_choice_responses_eighth.jsonl"
+LATER = (FRESH_FILE, THIRD_FILE, FOURTH_FILE, FIFTH_FILE, SIXTH_FILE, SEVENTH_FILE, EIGHTH_FILE)  # all held out
+LATER_IDS = ["fresh", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]
 READ_TWICE = (CHOICE_FILE, *LATER)  # two blind readings, disagreements adjudicated
-CLEAN = (SIXTH_FILE, SEVENTH_FILE)  # read after the extractor's last change
+CLEAN = (SIXTH_FILE, SEVENTH_FILE, EIGHTH_FILE)  # read after the extractor's last change
 FIELDS = ("id", "dataset", "prompt", "response", "choices", "gold", "temperature", "finish_reason", "label", "split",
           "note")
 CHOICE_DATASETS, TEMPERATURES, SPLITS = {"arc-easy", "commonsenseqa", "mmlu"}, {0.7, 1.0}, {"heldout", "tuning"}
@@ -46,15 +48,15 @@ TARGET_CHOICE = 0.94  # held-out agreement the project asks of the letter extrac
 # First measurements (2026-12-01, the extractor as of commit 179392d): choice held-out 63/84; extract_number
 # held-out 3/42, and every row with a number label read right. Clean figures of the letter extractor against the
 # first reading: first 63/84, fresh 78/96, third 71/96, fourth 86/96; against the agreed or adjudicated labels
-# (2026-12-02): fourth 83/96 and fifth 78/96 (choice rules version 3), sixth 83/96 and seventh 71/96 (version 4;
-# 84/96 and 67/96 with version 3). FLOORS holds each set's figure with the extractor as it is (not clean but for
-# CLEAN); READERS how often the two readings agree.
+# (2026-12-02): fourth 83/96 and fifth 78/96 (choice rules version 3), sixth 83/96, seventh 71/96 and eighth
+# 81/96 (version 4; 84/96, 67/96 and 81/96 with version 3). FLOORS holds each set's figure with the extractor as
+# it is (not clean but for CLEAN); READERS how often the two readings agree.
 FIRST_CHOICE_HELDOUT, FIRST_NUMBER_HELDOUT = (63, 84), (3, 42)
 CHOICE_HELDOUT_FLOOR, FRESH_FLOOR, TUNING_FLOOR = (80, 84), (86, 96), (42, 44)
 FLOORS = {FRESH_FILE: FRESH_FLOOR, THIRD_FILE: (78, 96), FOURTH_FILE: (85, 96), FIFTH_FILE: (80, 96),
-          SIXTH_FILE: (83, 96), SEVENTH_FILE: (71, 96)}
+          SIXTH_FILE: (83, 96), SEVENTH_FILE: (71, 96), EIGHTH_FILE: (81, 96)}
 READERS = {CHOICE_FILE: (124, 128), FRESH_FILE: (83, 96), THIRD_FILE: (80, 96), FOURTH_FILE: (88, 96),
-           FIFTH_FILE: (90, 96), SIXTH_FILE: (91, 96), SEVENTH_FILE: (89, 96)}  # rows where the readings agree
+           FIFTH_FILE: (90, 96), SIXTH_FILE: (91, 96), SEVENTH_FILE: (89, 96), EIGHTH_FILE: (95, 96)}
 
 
 def _figure(name: str, agree: int, n: int) -> str:
@@ -128,10 +130,11 @@ def _choice_report(split: str, path: Path = CHOICE_FILE):
     return result
 
 
-@pytest.mark.xfail(strict=True, reason="the sixth and seventh held-out sets, the clean ones for the extractor as it "
-                   "is, against their agreed or adjudicated labels: 83/96 = 86.5% [95% Wilson 0.782, 0.919] and 71/96 "
-                   "= 74.0% [0.644, 0.817], where two blind readers agree on 91/96 and 89/96: below the 0.94 asked for")
-@pytest.mark.parametrize("path", CLEAN, ids=["sixth", "seventh"])
+@pytest.mark.xfail(strict=True, reason="the sixth to eighth held-out sets, the clean ones for the extractor as it is, "
+                   "against their agreed or adjudicated labels: 83/96 = 86.5% [95% Wilson 0.782, 0.919], 71/96 = 74.0% "
+                   "[0.644, 0.817], 81/96 = 84.4% [0.758, 0.903] (pooled 235/288 = 81.6%), where two blind readers "
+                   "agree on 91/96, 89/96 and 95/96: below the 0.94 asked for")
+@pytest.mark.parametrize("path", CLEAN, ids=["sixth", "seventh", "eighth"])
 def test_choice_heldout_agreement(path):
     result = _choice_report("heldout", path)
     assert result.n >= 60 and result.rate >= TARGET_CHOICE
@@ -168,7 +171,7 @@ def test_choice_seen_heldout_sets_are_reported(path):
     assert result.n == floor[1] and result.agree >= floor[0]
 
 
-LATER_SETS = dict(argnames="path", argvalues=LATER, ids=["fresh", "third", "fourth", "fifth", "sixth", "seventh"])
+LATER_SETS = dict(argnames="path", argvalues=LATER, ids=LATER_IDS)
 
 
 @pytest.mark.parametrize(**LATER_SETS)
@@ -182,7 +185,7 @@ def test_later_heldout_files_are_well_formed(path):
         assert r["finish_reason"] in ("eos", "length") and r["prompt"].endswith("<|im_start|>assistant\n"), r["id"]
 
 
-@pytest.mark.parametrize("path", READ_TWICE, ids=["first", "fresh", "third", "fourth", "fifth", "sixth", "seventh"])
+@pytest.mark.parametrize("path", READ_TWICE, ids=["first", *LATER_IDS])
 def test_the_label_is_the_readings_where_they_agree_else_the_adjudicators(path):
     for r in _rows(path):
         letters = "ABCDEFGHIJ"[: len(r["choices"])]
@@ -200,7 +203,7 @@ def test_the_heldout_sets_share_no_response():
     problems = {path: {r["id"].split("#")[0] for r in _rows(path)} for path in sets}
     # The fourth and later were drawn from other problems than the survey's and each other's.
     assert not problems[FOURTH_FILE] & (problems[FRESH_FILE] | problems[THIRD_FILE])
-    for later in (FIFTH_FILE, SIXTH_FILE, SEVENTH_FILE):
+    for later in LATER[3:]:
         assert not problems[later] & set().union(*(problems[p] for p in sets if p != later))
 
 
