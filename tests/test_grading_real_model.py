@@ -1,4 +1,4 @@
-"""The grader's extractors on a real small model's responses, labelled by a person (no model at test time).
+"""The grader's extractors on a real small model's responses, labelled by reading them (no model at test time).
 
 tests/data/grading/smollm2_choice_responses.jsonl and smollm2_gsm8k_responses.jsonl hold SmolLM2-135M-Instruct's
 sampled responses (scripts/smollm2_responses.py; temperatures 0.7 and 1.0, top-p 0.95, 200 new tokens at most)
@@ -26,8 +26,7 @@ from pathlib import Path
 import pytest
 
 from rewardscope.grading.audit import choice_agreement, cohen_kappa, read_cases
-from rewardscope.grading.answers import choice_with_rule
-from rewardscope.grading.answers import extract_number, same_number, whole_number
+from rewardscope.grading.answers import choice_with_rule, extract_number, same_number, whole_number
 from rewardscope.stats import wilson_interval
 
 DATA = Path(__file__).parent / "data" / "grading"
