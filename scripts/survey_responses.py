@@ -42,6 +42,7 @@ from pathlib import Path
 from rewardscope.config import load_recipe
 from rewardscope.data import load_task
 from rewardscope.grading.answers import CHOICE_LETTERS
+from rewardscope.grading.audit import read_cases
 from rewardscope.io import read_parquet
 
 DATASETS, SETTING = ("arc-easy", "commonsenseqa", "mmlu"), "T1.0-shots0"  # the survey's zero-shot choice runs
@@ -60,8 +61,8 @@ def main() -> None:
     parser.add_argument("--exclude", nargs="*", default=[],
                         help="labelled JSONL files whose problems are skipped (the shuffle's next rows are taken)")
     args = parser.parse_args()
-    seen = {json.loads(line)["id"].split("#")[0] for path in args.exclude
-            for line in open(path, encoding="utf-8") if line.strip() and "header" not in json.loads(line)}
+    seen = {case["id"].split("#")[0] for path in args.exclude
+            for case in read_cases(path, ("id", "response", "label"))}  # their problems: "<problem>#<sample>@t..."
     rows = []
     for dataset in DATASETS:
         problems, _ = load_task(load_recipe(None, {"data.dataset": dataset, "data.path": args.data}).data)
