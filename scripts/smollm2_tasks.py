@@ -74,11 +74,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--settings", help="comma-separated settings to run (e.g. T1.0-shots0); all by default")
     p.add_argument("--shuffle-seed", type=int, default=0, help="the benchmarks' shuffle: another draws other problems")
+    p.add_argument("--temperature", type=float, help="every run at this temperature instead of the grid's")
     args = p.parse_args()
     names = args.only.split(",") if args.only else list(DATASETS)
     model = tokenizer = None
     rows = []
-    for name, temperature, shots, instruction in [g for g in GRID if g[0] in names]:
+    grid = [g for g in GRID if g[0] in names]
+    if args.temperature is not None:  # runs that differed only by temperature become one
+        grid = list(dict.fromkeys((name, args.temperature, shots, instruction) for name, _, shots, instruction in grid))
+    for name, temperature, shots, instruction in grid:
         data, max_new_tokens, chance = DATASETS[name]
         setting = f"T{temperature}-shots{shots}" + ("-no-instruction" if instruction == "" else "")
         if args.settings and setting not in args.settings.split(","):

@@ -45,14 +45,14 @@ from rewardscope.grading.answers import CHOICE_LETTERS
 from rewardscope.grading.audit import read_cases
 from rewardscope.io import read_parquet
 
-DATASETS, SETTING = ("arc-easy", "commonsenseqa", "mmlu"), "T1.0-shots0"  # the survey's zero-shot choice runs
-TEMPERATURE = float(SETTING.split("-")[0][1:])
+DATASETS = ("arc-easy", "commonsenseqa", "mmlu")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--survey", default="runs/smollm2-tasks", help="scripts/smollm2_tasks.py's output folder")
     parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--setting", default="T1.0-shots0", help="the runs drawn from (the survey's zero-shot ones)")
     parser.add_argument("--out", required=True, help="JSONL to write (no labels)")
     parser.add_argument("--view", help="a text file to read the rows in")
     parser.add_argument("--per-run", type=int, default=32)
@@ -61,20 +61,21 @@ def main() -> None:
     parser.add_argument("--exclude", nargs="*", default=[],
                         help="labelled JSONL files whose problems are skipped (the shuffle's next rows are taken)")
     args = parser.parse_args()
+    temperature = float(args.setting.split("-")[0][1:])  # "T1.0-shots0" -> 1.0
     seen = {case["id"].split("#")[0] for path in args.exclude
             for case in read_cases(path, ("id", "response", "label"))}  # their problems: "<problem>#<sample>@t..."
     rows = []
     for dataset in DATASETS:
         problems, _ = load_task(load_recipe(None, {"data.dataset": dataset, "data.path": args.data}).data)
         by_id = {p.id: p for p in problems}
-        rollouts = read_parquet(Path(args.survey) / f"{dataset}-{SETTING}" / "rollouts.parquet").to_pylist()
+        rollouts = read_parquet(Path(args.survey) / f"{dataset}-{args.setting}" / "rollouts.parquet").to_pylist()
         random.Random(args.seed).shuffle(rollouts)
         rollouts = [r for r in rollouts if r["problem_id"] not in seen]
         for r in rollouts[args.skip: args.skip + args.per_run]:
-            rows.append({"id": f"{r['problem_id']}#{r['sample']}@t{TEMPERATURE}", "dataset": dataset,
+            rows.append({"id": f"{r['problem_id']}#{r['sample']}@t{temperature}", "dataset": dataset,
                          "prompt": r["prompt"], "response": r["response"],
                          "choices": list(by_id[r["problem_id"]].choices), "gold": r["gold"],
-                         "temperature": TEMPERATURE, "finish_reason": r["finish_reason"],
+                         "temperature": temperature, "finish_reason": r["finish_reason"],
                          "n_tokens": len(r["response_ids"]), "split": "heldout"})
     with open(args.out, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
