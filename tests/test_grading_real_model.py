@@ -54,6 +54,9 @@ FIRST_CHOICE_HELDOUT, FIRST_NUMBER_HELDOUT = (63, 84), (3, 42)
 CHOICE_HELDOUT_FLOOR, FRESH_FLOOR, TUNING_FLOOR = (80, 84), (86, 96), (42, 44)
 FLOORS = {FRESH_FILE: FRESH_FLOOR, THIRD_FILE: (78, 96), FOURTH_FILE: (85, 96), FIFTH_FILE: (80, 96),
           SIXTH_FILE: (83, 96), SEVENTH_FILE: (71, 96), EIGHTH_FILE: (81, 96)}
+# (extractor's reward == label's reward, the two readings' rewards agree, rows), measured 2026-12-02 (version 4)
+REWARDS = {CHOICE_FILE: (127, 127, 128), FRESH_FILE: (92, 91, 96), THIRD_FILE: (93, 95, 96), FOURTH_FILE: (91, 92, 96),
+           FIFTH_FILE: (94, 96, 96), SIXTH_FILE: (92, 96, 96), SEVENTH_FILE: (89, 95, 96), EIGHTH_FILE: (94, 95, 96)}
 READERS = {CHOICE_FILE: (124, 128), FRESH_FILE: (83, 96), THIRD_FILE: (80, 96), FOURTH_FILE: (88, 96),
            FIFTH_FILE: (90, 96), SIXTH_FILE: (91, 96), SEVENTH_FILE: (89, 96), EIGHTH_FILE: (95, 96)}
 
@@ -159,6 +162,26 @@ def test_two_blind_readings_and_the_extractor_are_reported():
         readers[1] += n
         assert (len(agreed), n) == READERS[path]
     print(_figure("the two readings agree, all sets pooled", *readers))
+
+
+def test_the_rewards_the_extractor_gives_are_reported():
+    """What a run's rewards see: the reward (letter == gold) from the extractor against the reward from the label,
+    beside the two readings' rewards against each other. A letter read where a person reads none, or the reverse,
+    changes no reward unless one of the two is the gold letter, so this agrees more often than the letters do."""
+    print()
+    pooled = [0, 0]
+    for path in READ_TWICE:
+        rows = _rows(path)
+        extractor = sum((choice_with_rule(r["response"], tuple(r["choices"]))[0] == r["gold"]) ==
+                        (r["label"] == r["gold"]) for r in rows)
+        readers = sum((r["readings"][0]["label"] == r["gold"]) == (r["readings"][1]["label"] == r["gold"])
+                      for r in rows)
+        print(_figure(f"{path.name}: reward from the extractor == reward from the label", extractor, len(rows)),
+              f"(the two readings' rewards agree on {readers}/{len(rows)})")
+        if path in CLEAN:
+            pooled = [pooled[0] + extractor, pooled[1] + len(rows)]
+        assert extractor >= REWARDS[path][0] and (readers, len(rows)) == REWARDS[path][1:]
+    print(_figure("clean sets pooled: reward from the extractor == reward from the label", *pooled))
 
 
 @pytest.mark.parametrize("path", [CHOICE_FILE, FRESH_FILE, THIRD_FILE, FOURTH_FILE, FIFTH_FILE],
