@@ -6,14 +6,15 @@ with the answer a person reads in each (`label`; null: none can be told). Every 
 extractor was run on any of them; rows of split "heldout" measure the extractors, "tuning" rows may be used to
 change them. The labelling rules are in tests/data/grading/README.md.
 
-Eight held-out sets of choice responses, each labelled and committed before any extractor ran on it, and each
+Nine held-out sets of choice responses, each labelled and committed before any extractor ran on it, and each
 measured cleanly once (or for several extractor versions at once) before its misses were read: the first (84
 held-out rows of smollm2_choice_responses.jsonl), the fresh set (smollm2_choice_responses_fresh.jsonl), and the
-third to eighth (_third.jsonl ... _eighth.jsonl; tests/data/grading/README.md says how each was drawn). Every set
+third to ninth (_third.jsonl ... _ninth.jsonl; tests/data/grading/README.md says how each was drawn; the ninth at
+temperature 0.7, the others at 1.0 but for 64 rows of the first). Every set
 is read by two readers blind to each other and to every extractor, their disagreements adjudicated (`readings`,
 `adjudication`; `label` is the agreed or adjudicated label): how often two careful readers agree by the same
 rules is measured beside the extractor. The letter extractor was last changed (choice rules version 4) with the
-first five sets' misses in view and frozen before the sixth was read, so the sixth to eighth sets' figures are the
+first five sets' misses in view and frozen before the sixth was read, so the sixth to ninth sets' figures are the
 clean ones for the extractor as it is; the others are floors against regressions.
 """
 
@@ -35,11 +36,11 @@ FRESH_FILE = DATA / "smollm2_choice_responses_fresh.jsonl"
 THIRD_FILE, FOURTH_FILE = DATA / "smollm2_choice_responses_third.jsonl", DATA / "smollm2_choice_responses_fourth.jsonl"
 FIFTH_FILE, SIXTH_FILE = DATA / "smollm2_choice_responses_fifth.jsonl", DATA / "smollm2_choice_responses_sixth.jsonl"
 SEVENTH_FILE = DATA / "smollm2_choice_responses_seventh.jsonl"
-EIGHTH_FILE = DATA / "smollm2_choice_responses_eighth.jsonl"
-LATER = (FRESH_FILE, THIRD_FILE, FOURTH_FILE, FIFTH_FILE, SIXTH_FILE, SEVENTH_FILE, EIGHTH_FILE)  # all held out
-LATER_IDS = ["fresh", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]
+EIGHTH_FILE, NINTH_FILE = DATA / "smollm2_choice_responses_eighth.jsonl", DATA / "smollm2_choice_responses_ninth.jsonl"
+LATER = (FRESH_FILE, THIRD_FILE, FOURTH_FILE, FIFTH_FILE, SIXTH_FILE, SEVENTH_FILE, EIGHTH_FILE, NINTH_FILE)  # held out
+LATER_IDS = ["fresh", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth"]
 READ_TWICE = (CHOICE_FILE, *LATER)  # two blind readings, disagreements adjudicated
-CLEAN = (SIXTH_FILE, SEVENTH_FILE, EIGHTH_FILE)  # read after the extractor's last change
+CLEAN = (SIXTH_FILE, SEVENTH_FILE, EIGHTH_FILE, NINTH_FILE)  # read after the extractor's last change
 FIELDS = ("id", "dataset", "prompt", "response", "choices", "gold", "temperature", "finish_reason", "label", "split",
           "note")
 CHOICE_DATASETS, TEMPERATURES, SPLITS = {"arc-easy", "commonsenseqa", "mmlu"}, {0.7, 1.0}, {"heldout", "tuning"}
@@ -48,17 +49,19 @@ TARGET_CHOICE = 0.94  # held-out agreement the project asks of the letter extrac
 # held-out 3/42, and every row with a number label read right. Clean figures of the letter extractor against the
 # first reading: first 63/84, fresh 78/96, third 71/96, fourth 86/96; against the agreed or adjudicated labels
 # (2026-12-02): fourth 83/96 and fifth 78/96 (choice rules version 3), sixth 83/96, seventh 71/96 and eighth
-# 81/96 (version 4; 84/96, 67/96 and 81/96 with version 3). FLOORS holds each set's figure with the extractor as
+# 81/96 (version 4; 84/96, 67/96 and 81/96 with version 3), ninth (temperature 0.7) 84/96 (version 4). FLOORS holds each set's figure with the extractor as
 # it is (not clean but for CLEAN); READERS how often the two readings agree.
 FIRST_CHOICE_HELDOUT, FIRST_NUMBER_HELDOUT = (63, 84), (3, 42)
 CHOICE_HELDOUT_FLOOR, FRESH_FLOOR, TUNING_FLOOR = (80, 84), (86, 96), (42, 44)
 FLOORS = {FRESH_FILE: FRESH_FLOOR, THIRD_FILE: (78, 96), FOURTH_FILE: (85, 96), FIFTH_FILE: (80, 96),
-          SIXTH_FILE: (83, 96), SEVENTH_FILE: (71, 96), EIGHTH_FILE: (81, 96)}
+          SIXTH_FILE: (83, 96), SEVENTH_FILE: (71, 96), EIGHTH_FILE: (81, 96), NINTH_FILE: (84, 96)}
 # (extractor's reward == label's reward, the two readings' rewards agree, rows), measured 2026-12-02 (version 4)
 REWARDS = {CHOICE_FILE: (127, 127, 128), FRESH_FILE: (92, 91, 96), THIRD_FILE: (93, 95, 96), FOURTH_FILE: (91, 92, 96),
-           FIFTH_FILE: (94, 96, 96), SIXTH_FILE: (92, 96, 96), SEVENTH_FILE: (89, 95, 96), EIGHTH_FILE: (94, 95, 96)}
+           FIFTH_FILE: (94, 96, 96), SIXTH_FILE: (92, 96, 96), SEVENTH_FILE: (89, 95, 96), EIGHTH_FILE: (94, 95, 96),
+           NINTH_FILE: (93, 95, 96)}
 READERS = {CHOICE_FILE: (124, 128), FRESH_FILE: (83, 96), THIRD_FILE: (80, 96), FOURTH_FILE: (88, 96),
-           FIFTH_FILE: (90, 96), SIXTH_FILE: (91, 96), SEVENTH_FILE: (89, 96), EIGHTH_FILE: (95, 96)}
+           FIFTH_FILE: (90, 96), SIXTH_FILE: (91, 96), SEVENTH_FILE: (89, 96), EIGHTH_FILE: (95, 96),
+           NINTH_FILE: (94, 96)}
 
 
 def _figure(name: str, agree: int, n: int) -> str:
@@ -132,11 +135,12 @@ def _choice_report(split: str, path: Path = CHOICE_FILE):
     return result
 
 
-@pytest.mark.xfail(strict=True, reason="the sixth to eighth held-out sets, the clean ones for the extractor as it is, "
+@pytest.mark.xfail(strict=True, reason="the sixth to ninth held-out sets, the clean ones for the extractor as it is, "
                    "against their agreed or adjudicated labels: 83/96 = 86.5% [95% Wilson 0.782, 0.919], 71/96 = 74.0% "
-                   "[0.644, 0.817], 81/96 = 84.4% [0.758, 0.903] (pooled 235/288 = 81.6%), where two blind readers "
-                   "agree on 91/96, 89/96 and 95/96: below the 0.94 asked for")
-@pytest.mark.parametrize("path", CLEAN, ids=["sixth", "seventh", "eighth"])
+                   "[0.644, 0.817], 81/96 = 84.4% [0.758, 0.903] at temperature 1.0 (pooled 235/288 = 81.6%) and "
+                   "84/96 = 87.5% [0.794, 0.927] at 0.7, where two blind readers agree on 91/96, 89/96, 95/96 and "
+                   "94/96: below the 0.94 asked for")
+@pytest.mark.parametrize("path", CLEAN, ids=["sixth", "seventh", "eighth", "ninth"])
 def test_choice_heldout_agreement(path):
     result = _choice_report("heldout", path)
     assert result.n >= 60 and result.rate >= TARGET_CHOICE
