@@ -89,10 +89,11 @@ def main() -> None:
             continue
         if "shuffle_seed" in data:
             data = {**data, "shuffle_seed": args.shuffle_seed}
-        overrides = {"prompt.instruction": instruction,"model.name": "smollm2-135m-instruct", "model.threads": args.threads, "prompt.few_shot": shots,
-                     "rollout.temperature": temperature, "rollout.n": args.n,
-                     "rollout.max_new_tokens": max_new_tokens, "data.limit": args.arithmetic_problems if name == "arithmetic" else args.problems,
-                     **{f"data.{k}": v for k, v in data.items()}}
+        limit = args.arithmetic_problems if name == "arithmetic" else args.problems
+        overrides = {"model.name": "smollm2-135m-instruct", "model.threads": args.threads,
+                     "prompt.instruction": instruction, "prompt.few_shot": shots,
+                     "rollout.temperature": temperature, "rollout.n": args.n, "rollout.max_new_tokens": max_new_tokens,
+                     "data.limit": limit, **{f"data.{k}": v for k, v in data.items()}}
         recipe = load_recipe(None, overrides)
         run_dir = args.out / f"{name}-{setting}"
         if model is None:  # also for a finished setting: its weights' fingerprint is the loaded folder's

@@ -32,7 +32,8 @@ and of smollm2_choice_responses_ninth.jsonl, the ninth, the same way at temperat
     .venv/bin/python scripts/smollm2_tasks.py --out runs/smollm2-tasks-seed6 --only arc-easy,commonsenseqa,mmlu \
         --settings T0.7-shots0 --temperature 0.7 --shuffle-seed 6
     .venv/bin/python scripts/survey_responses.py --survey runs/smollm2-tasks-seed6 --setting T0.7-shots0 \
-        --out /tmp/ninth.jsonl --exclude tests/data/grading/smollm2_choice_responses{,_fresh,_third,...,_eighth}.jsonl
+        --out /tmp/ninth.jsonl --exclude \
+    tests/data/grading/smollm2_choice_responses{,_fresh,_third,_fourth,_fifth,_sixth,_seventh,_eighth}.jsonl
 
 Each run's rollouts are shuffled with random.Random(seed), the first `--skip` dropped and the next `--per-run`
 kept (the rows of the `--exclude` files' problems left out first). `--view` writes the options and the response

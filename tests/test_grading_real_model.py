@@ -49,8 +49,9 @@ TARGET_CHOICE = 0.94  # held-out agreement the project asks of the letter extrac
 # held-out 3/42, and every row with a number label read right. Clean figures of the letter extractor against the
 # first reading: first 63/84, fresh 78/96, third 71/96, fourth 86/96; against the agreed or adjudicated labels
 # (2026-12-02): fourth 83/96 and fifth 78/96 (choice rules version 3), sixth 83/96, seventh 71/96 and eighth
-# 81/96 (version 4; 84/96, 67/96 and 81/96 with version 3), ninth (temperature 0.7) 84/96 (version 4). FLOORS holds each set's figure with the extractor as
-# it is (not clean but for CLEAN); READERS how often the two readings agree.
+# 81/96 (version 4; 84/96, 67/96 and 81/96 with version 3), ninth (temperature 0.7) 84/96 (version 4). FLOORS
+# holds each set's figure with the extractor as it is (not clean but for CLEAN); READERS how often the two
+# readings agree.
 FIRST_CHOICE_HELDOUT, FIRST_NUMBER_HELDOUT = (63, 84), (3, 42)
 CHOICE_HELDOUT_FLOOR, FRESH_FLOOR, TUNING_FLOOR = (80, 84), (86, 96), (42, 44)
 FLOORS = {FRESH_FILE: FRESH_FLOOR, THIRD_FILE: (78, 96), FOURTH_FILE: (85, 96), FIFTH_FILE: (80, 96),
