@@ -74,6 +74,11 @@ def _rows(path: Path) -> list[dict]:
     return read_cases(path, FIELDS)
 
 
+def _extracted(rows: list[dict]) -> list[str | None]:
+    """The letter extractor's reading of each row."""
+    return [choice_with_rule(r["response"], tuple(r["choices"]))[0] for r in rows]
+
+
 # ---- the files ----------------------------------------------------------------------------------------------
 
 
@@ -155,7 +160,7 @@ def test_two_blind_readings_and_the_extractor_are_reported():
     for path in READ_TWICE:
         rows = _rows(path)
         first, second = ([r["readings"][k]["label"] for r in rows] for k in (0, 1))
-        read = [choice_with_rule(r["response"], tuple(r["choices"]))[0] for r in rows]
+        read = _extracted(rows)
         agreed = [i for i in range(len(rows)) if first[i] == second[i]]
         n, final = len(rows), [r["label"] for r in rows]
         kappa = cohen_kappa(first, second)
@@ -177,14 +182,14 @@ def test_the_rewards_the_extractor_gives_are_reported():
     pooled = [0, 0]
     for path in READ_TWICE:
         rows = _rows(path)
-        extractor = sum((choice_with_rule(r["response"], tuple(r["choices"]))[0] == r["gold"]) ==
-                        (r["label"] == r["gold"]) for r in rows)
+        extractor = sum((letter == r["gold"]) == (r["label"] == r["gold"]) for r, letter in zip(rows, _extracted(rows)))
         readers = sum((r["readings"][0]["label"] == r["gold"]) == (r["readings"][1]["label"] == r["gold"])
                       for r in rows)
         print(_figure(f"{path.name}: reward from the extractor == reward from the label", extractor, len(rows)),
               f"(the two readings' rewards agree on {readers}/{len(rows)})")
         if path in CLEAN:
-            pooled = [pooled[0] + extractor, pooled[1] + len(rows)]
+            pooled[0] += extractor
+            pooled[1] += len(rows)
         assert extractor >= REWARDS[path][0] and (readers, len(rows)) == REWARDS[path][1:]
     print(_figure("clean sets pooled: reward from the extractor == reward from the label", *pooled))
 
